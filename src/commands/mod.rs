@@ -1,0 +1,13 @@
+//! One module per subcommand: each turns parsed arguments into work and an exit code.
+
+pub mod validate;
+
+use crate::cli::{Cli, Command};
+use crate::exit_code::ExitCode;
+
+/// Runs the parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => validate::run(&cli.global, &args),
+    }
+}

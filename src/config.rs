@@ -1,0 +1,322 @@
+//! Provider configuration (SPEC 2.1): `simbatch.toml` names providers and their kinds, base
+//! URLs and the environment variables that hold their credentials. Everything is checked here,
+//! before any I/O with a provider: unknown keys, unknown kinds, malformed URLs, plain `http://`
+//! to anything but loopback. Credentials are never read from the file or the command line.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::job::ProviderKind;
+
+/// The file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "simbatch.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("provider `{name}`: {message}")]
+    Provider { name: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSection {
+    kind: ProviderKind,
+    base_url: Option<String>,
+    /// emnify application token / Telnyx API key variable.
+    token_env: Option<String>,
+    /// Twilio: the Account SID (or API key SID) variable.
+    account_sid_env: Option<String>,
+    /// Twilio: the Auth Token (or API key secret) variable.
+    auth_token_env: Option<String>,
+}
+
+/// One configured provider account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without the version prefix; the client adds `/api/v1`, `/v1` or `/v2`.
+    pub base_url: Url,
+    pub credentials: CredentialEnv,
+}
+
+/// Names of the environment variables that hold a provider's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialEnv {
+    Token(String),
+    Basic { username: String, password: String },
+}
+
+impl ProviderKind {
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Emnify => "https://cdn.emnify.net",
+            ProviderKind::Twilio => "https://supersim.twilio.com",
+            ProviderKind::Telnyx => "https://api.telnyx.com",
+        }
+    }
+
+    fn default_credentials(self) -> CredentialEnv {
+        match self {
+            ProviderKind::Emnify => CredentialEnv::Token("EMNIFY_APPLICATION_TOKEN".into()),
+            ProviderKind::Twilio => CredentialEnv::Basic {
+                username: "TWILIO_ACCOUNT_SID".into(),
+                password: "TWILIO_AUTH_TOKEN".into(),
+            },
+            ProviderKind::Telnyx => CredentialEnv::Token("TELNYX_API_KEY".into()),
+        }
+    }
+}
+
+/// The configured providers by name. The three default names (`emnify`, `twilio`, `telnyx`)
+/// always exist with the real providers' base URLs unless the file redefines them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Providers {
+    by_name: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        let by_name = ProviderKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let config = ProviderConfig {
+                    name: kind.name().to_string(),
+                    kind,
+                    base_url: Url::parse(kind.default_base_url()).expect("default URLs parse"),
+                    credentials: kind.default_credentials(),
+                };
+                (kind.name().to_string(), config)
+            })
+            .collect();
+        Providers { by_name }
+    }
+}
+
+impl Providers {
+    /// Loads `path` if given, else `simbatch.toml` in the working directory if present, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Providers, ConfigError> {
+        match path {
+            Some(path) => Providers::from_file(path),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Providers::from_file(Path::new(DEFAULT_CONFIG_FILE))
+            }
+            None => Ok(Providers::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Providers, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Providers::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Providers, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: DEFAULT_CONFIG_FILE.to_string(),
+            message: e.message().to_string(),
+        })?;
+        let mut providers = Providers::default();
+        for (name, section) in file.providers {
+            let config = section.into_config(&name)?;
+            providers.by_name.insert(name, config);
+        }
+        Ok(providers)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ProviderConfig> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// Points every provider of a kind at `base` + `/<kind>` (the sandbox layout of SPEC 6).
+    pub fn point_at_sandbox(&mut self, base: &Url) {
+        for config in self.by_name.values_mut() {
+            let url = format!(
+                "{}/{}",
+                base.as_str().trim_end_matches('/'),
+                config.kind.name()
+            );
+            config.base_url = Url::parse(&url).expect("sandbox URL parses");
+        }
+    }
+}
+
+impl ProviderSection {
+    fn into_config(self, name: &str) -> Result<ProviderConfig, ConfigError> {
+        let err = |message: String| ConfigError::Provider {
+            name: name.to_string(),
+            message,
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ',') {
+            return Err(err(
+                "a provider name may not be empty or contain spaces or commas".into(),
+            ));
+        }
+        let raw_url = self
+            .base_url
+            .unwrap_or_else(|| self.kind.default_base_url().to_string());
+        let base_url = check_base_url(&raw_url).map_err(err)?;
+        let defaults = self.kind.default_credentials();
+        let credentials = match (self.kind, defaults) {
+            (ProviderKind::Twilio, CredentialEnv::Basic { username, password }) => {
+                if self.token_env.is_some() {
+                    return Err(err(
+                        "twilio uses `account_sid_env` and `auth_token_env`, not `token_env`"
+                            .into(),
+                    ));
+                }
+                CredentialEnv::Basic {
+                    username: self.account_sid_env.unwrap_or(username),
+                    password: self.auth_token_env.unwrap_or(password),
+                }
+            }
+            (_, CredentialEnv::Token(default)) => {
+                if self.account_sid_env.is_some() || self.auth_token_env.is_some() {
+                    return Err(err(format!(
+                        "{} uses `token_env`, not `account_sid_env`/`auth_token_env`",
+                        self.kind
+                    )));
+                }
+                CredentialEnv::Token(self.token_env.unwrap_or(default))
+            }
+            (_, basic) => basic,
+        };
+        Ok(ProviderConfig {
+            name: name.to_string(),
+            kind: self.kind,
+            base_url,
+            credentials,
+        })
+    }
+}
+
+/// Parses a base URL: `https://` anywhere, `http://` only to loopback (SPEC 2.1), no query.
+pub fn check_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("base_url `{raw}` is not a URL: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "base_url `{raw}` must not have a query or fragment"
+        ));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "base_url `{raw}` uses plain http:// to a non-loopback host; credentials would travel unencrypted — use https://"
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "base_url `{raw}` has scheme `{other}`; use https://"
+            ))
+        }
+    }
+    if url.host().is_none() {
+        return Err(format!("base_url `{raw}` has no host"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_cover_the_three_kinds() {
+        let p = Providers::default();
+        assert_eq!(
+            p.names().collect::<Vec<_>>(),
+            ["emnify", "telnyx", "twilio"]
+        );
+        assert_eq!(
+            p.get("telnyx").unwrap().base_url.as_str(),
+            "https://api.telnyx.com/"
+        );
+    }
+
+    #[test]
+    fn second_account_of_a_kind() {
+        let p = Providers::from_toml(
+            "[providers.emnify-eu]\nkind = \"emnify\"\ntoken_env = \"EMNIFY_EU_APPLICATION_TOKEN\"\n",
+        )
+        .unwrap();
+        let eu = p.get("emnify-eu").unwrap();
+        assert_eq!(eu.kind, ProviderKind::Emnify);
+        assert_eq!(
+            eu.credentials,
+            CredentialEnv::Token("EMNIFY_EU_APPLICATION_TOKEN".into())
+        );
+        assert!(p.get("emnify").is_some());
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        for (text, needle) in [
+            ("[providers.x]\nkind = \"vodafone\"\n", "unknown variant"),
+            (
+                "[providers.x]\nkind = \"emnify\"\nbase_ulr = \"https://a\"\n",
+                "unknown field",
+            ),
+            (
+                "[providers.x]\nkind = \"emnify\"\nbase_url = \"http://example.com\"\n",
+                "non-loopback",
+            ),
+            (
+                "[providers.x]\nkind = \"twilio\"\ntoken_env = \"T\"\n",
+                "account_sid_env",
+            ),
+            ("[providers.x\n", "unclosed table"),
+        ] {
+            let err = Providers::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_only_to_loopback() {
+        assert!(check_base_url("http://127.0.0.1:8080/emnify").is_ok());
+        assert!(check_base_url("http://localhost:1").is_ok());
+        assert!(check_base_url("http://[::1]:1").is_ok());
+        assert!(check_base_url("http://10.0.0.1").is_err());
+        assert!(check_base_url("ftp://a").is_err());
+        assert!(check_base_url("not a url").is_err());
+    }
+}

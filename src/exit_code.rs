@@ -1,0 +1,24 @@
+//! The documented exit codes of SPEC 5, in one place.
+
+/// What the process exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Every row succeeded or was skipped (or: the files are valid).
+    Success = 0,
+    /// Finished; some rows failed, are unknown or blocked.
+    RowsFailed = 1,
+    /// Usage, configuration or job-file error; nothing was sent.
+    Usage = 2,
+    /// Aborted (auth failure, failure threshold, interrupted, `--until` reached); resumable.
+    Aborted = 3,
+    /// The state store is busy (another process) or unreadable.
+    StateStore = 4,
+    /// Dispatch finished; some rows still await confirmation.
+    Pending = 5,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}

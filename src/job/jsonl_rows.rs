@@ -1,0 +1,211 @@
+//! Streaming JSONL job reader: one JSON object per line, keys matched like CSV header names
+//! (any case). Blank lines and lines starting with `#` are skipped. String, number and boolean
+//! values are accepted for known keys; nested values are carried as JSON text in extra keys.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::columns::{match_header, HeaderMatch};
+use super::source::{io_problem, RawRow, ReadProblem};
+
+/// The rows of a JSONL job file.
+pub struct JsonlRows<R: BufRead> {
+    input: R,
+    line: u64,
+    buf: Vec<u8>,
+    done: bool,
+    /// Near-miss keys already reported: reported once, at their first line, not on every row.
+    reported_near_misses: HashSet<String>,
+}
+
+impl<R: BufRead> JsonlRows<R> {
+    pub fn new(input: R) -> Self {
+        JsonlRows {
+            input,
+            line: 0,
+            buf: Vec::with_capacity(512),
+            done: false,
+            reported_near_misses: HashSet::new(),
+        }
+    }
+
+    fn convert(&mut self) -> Result<Option<RawRow>, ReadProblem> {
+        let line = self.line;
+        let mut bytes = &self.buf[..];
+        while let Some((last, rest)) = bytes.split_last() {
+            if matches!(last, b'\n' | b'\r') {
+                bytes = rest;
+            } else {
+                break;
+            }
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            ReadProblem::row(
+                line,
+                format!(
+                    "line is not valid UTF-8 (at byte {}); save the file as UTF-8",
+                    e.valid_up_to() + 1
+                ),
+            )
+        })?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            return Ok(None);
+        }
+        let object: serde_json::Map<String, Value> = match serde_json::from_str(trimmed) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(ReadProblem::row(
+                    line,
+                    format!(
+                        "expected a JSON object per line, found {}",
+                        json_kind(&other)
+                    ),
+                ))
+            }
+            Err(e) => return Err(ReadProblem::row(line, format!("not valid JSON: {e}"))),
+        };
+        let mut row = RawRow {
+            line,
+            ..RawRow::default()
+        };
+        let mut seen = HashSet::new();
+        for (key, value) in object {
+            match match_header(&key) {
+                HeaderMatch::Known(col) => {
+                    if !seen.insert(col) {
+                        return Err(ReadProblem::row(
+                            line,
+                            format!(
+                                "key `{}` appears more than once (in different case)",
+                                col.name()
+                            ),
+                        ));
+                    }
+                    let text = match value {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.trim().to_string()),
+                        Value::Bool(b) => Some(b.to_string()),
+                        Value::Number(n) => Some(n.to_string()),
+                        other => {
+                            return Err(ReadProblem::row(
+                                line,
+                                format!(
+                                    "`{}` must be a string, number or boolean, found {}",
+                                    col.name(),
+                                    json_kind(&other)
+                                ),
+                            ))
+                        }
+                    };
+                    row.values[col.index()] = text.filter(|s| !s.is_empty());
+                }
+                HeaderMatch::NearMiss(col) => {
+                    if self.reported_near_misses.insert(key.clone()) {
+                        return Err(ReadProblem::row(
+                            line,
+                            format!(
+                                "unknown key `{key}`: did you mean `{}`? (rename it, or it would be ignored)",
+                                col.name()
+                            ),
+                        ));
+                    }
+                    return Err(ReadProblem::row(
+                        line,
+                        format!("unknown key `{key}` (see the first line that has it)"),
+                    ));
+                }
+                HeaderMatch::Extra => {
+                    let text = match value {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    row.extra.push((Arc::from(key.as_str()), text));
+                }
+            }
+        }
+        Ok(Some(row))
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<R: BufRead> Iterator for JsonlRows<R> {
+    type Item = Result<RawRow, ReadProblem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            self.buf.clear();
+            match self.input.read_until(b'\n', &mut self.buf) {
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    self.line += 1;
+                    match self.convert() {
+                        Ok(None) => continue,
+                        Ok(Some(row)) => return Some(Ok(row)),
+                        Err(problem) => return Some(Err(problem)),
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(io_problem(&e)));
+                }
+            }
+            if self.buf.capacity() > 64 * 1024 {
+                self.buf = Vec::with_capacity(512); // do not keep one huge line's buffer around
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::columns::Column;
+
+    #[test]
+    fn objects_blank_lines_and_types() {
+        let input = "{\"Action\":\"suspend\",\"iccid\":\"89883030000080139311\",\"ticket\":42}\r\n\n# c\n{\"action\":\"profile-download\",\"enable\":true,\"validity_period\":60,\"meta\":{\"a\":1}}\n";
+        let rows: Vec<RawRow> = JsonlRows::new(input.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 1);
+        assert_eq!(rows[0].get(Column::Action), Some("suspend"));
+        assert_eq!(rows[0].extra, vec![(Arc::from("ticket"), "42".to_string())]);
+        assert_eq!(rows[1].line, 4);
+        assert_eq!(rows[1].get(Column::Enable), Some("true"));
+        assert_eq!(rows[1].get(Column::ValidityPeriod), Some("60"));
+        assert_eq!(rows[1].extra[0].1, "{\"a\":1}");
+    }
+
+    #[test]
+    fn row_errors() {
+        let input =
+            "[1,2]\n{not json}\n{\"action\":[1]}\n{\"rollbak\":true}\n{\"rollbak\":false}\n";
+        let results: Vec<_> = JsonlRows::new(input.as_bytes()).collect();
+        let messages: Vec<String> = results
+            .into_iter()
+            .map(|r| r.unwrap_err().diagnostic.message)
+            .collect();
+        assert!(messages[0].contains("found an array"));
+        assert!(messages[1].contains("not valid JSON"));
+        assert!(messages[2].contains("must be a string"));
+        assert!(messages[3].contains("did you mean `rollback`"));
+        assert!(messages[4].contains("see the first line"));
+    }
+}

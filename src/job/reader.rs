@@ -1,0 +1,101 @@
+//! One streaming reader over a job file of either format, yielding typed rows or the problems
+//! of each row in file order. `validate`, `plan` and `run` all read job files through this.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use super::csv_rows::CsvRows;
+use super::diagnostic::Diagnostic;
+use super::jsonl_rows::JsonlRows;
+use super::parse::{parse_row, ParseOptions, Parsed};
+use super::source::{self, JobFormat, LineCapped, RawRow, ReadProblem};
+
+type Input = LineCapped<BufReader<File>>;
+
+enum Rows {
+    Csv(CsvRows<BufReader<Input>>),
+    Jsonl(JsonlRows<BufReader<Input>>),
+}
+
+/// What reading one row gave.
+#[derive(Debug)]
+pub enum RowResult {
+    Valid(Parsed),
+    /// The row's problems; reading goes on.
+    Invalid(Vec<Diagnostic>),
+    /// The file cannot be read further (I/O error, a line over the cap).
+    Fatal(Diagnostic),
+}
+
+pub struct JobReader {
+    rows: Rows,
+    options: ParseOptions,
+    header_diagnostics: Vec<Diagnostic>,
+    format: JobFormat,
+}
+
+impl JobReader {
+    /// Opens a job file; `format` overrides the extension.
+    pub fn open(
+        path: &Path,
+        format: Option<JobFormat>,
+        options: ParseOptions,
+    ) -> Result<JobReader, Diagnostic> {
+        let format = format.or_else(|| JobFormat::from_path(path)).ok_or_else(|| {
+            Diagnostic::error(
+                None,
+                "cannot tell the format from the file name: use a .csv, .jsonl or .ndjson extension, or pass --format csv|jsonl",
+            )
+        })?;
+        let input = source::open(path).map_err(|p| p.diagnostic)?;
+        let (rows, header_diagnostics) = match format {
+            JobFormat::Csv => {
+                let (rows, diags) = CsvRows::new(BufReader::with_capacity(64 * 1024, input))
+                    .map_err(|p| p.diagnostic)?;
+                (Rows::Csv(rows), diags)
+            }
+            JobFormat::Jsonl => (
+                Rows::Jsonl(JsonlRows::new(BufReader::with_capacity(64 * 1024, input))),
+                Vec::new(),
+            ),
+        };
+        Ok(JobReader {
+            rows,
+            options,
+            header_diagnostics,
+            format,
+        })
+    }
+
+    pub fn format(&self) -> JobFormat {
+        self.format
+    }
+
+    /// Problems with the CSV header's names (near misses, repeats).
+    pub fn header_diagnostics(&self) -> &[Diagnostic] {
+        &self.header_diagnostics
+    }
+
+    fn next_raw(&mut self) -> Option<Result<RawRow, ReadProblem>> {
+        match &mut self.rows {
+            Rows::Csv(rows) => rows.next(),
+            Rows::Jsonl(rows) => rows.next(),
+        }
+    }
+}
+
+impl Iterator for JobReader {
+    type Item = RowResult;
+
+    fn next(&mut self) -> Option<RowResult> {
+        Some(match self.next_raw()? {
+            Ok(raw) => match parse_row(&raw, &self.options) {
+                Ok(parsed) => RowResult::Valid(parsed),
+                Err(diags) => RowResult::Invalid(diags),
+            },
+            Err(problem) if problem.fatal => RowResult::Fatal(problem.diagnostic),
+            Err(problem) => RowResult::Invalid(vec![problem.diagnostic]),
+        })
+    }
+}

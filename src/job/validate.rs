@@ -1,0 +1,157 @@
+//! The validation pass of SPEC 1.4 over one job file: every row checked in one streaming pass,
+//! row counts per provider and action, then the cross-row duplicate/conflict check. Memory is
+//! bounded whatever the row count (diagnostics are capped, duplicates use an external sort).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::diagnostic::{Diagnostic, Diagnostics, DEFAULT_DIAGNOSTIC_CAP};
+use super::duplicates::DuplicateCheck;
+use super::model::Action;
+use super::parse::ParseOptions;
+use super::reader::{JobReader, RowResult};
+use super::source::JobFormat;
+
+/// The outcome of validating one file.
+#[derive(Debug)]
+pub struct FileValidation {
+    pub path: String,
+    pub valid_rows: u64,
+    pub invalid_rows: u64,
+    /// Valid rows per (provider name, action).
+    pub counts: BTreeMap<(String, Action), u64>,
+    pub diagnostics: Diagnostics,
+    /// The file could not be read to its end.
+    pub unreadable: bool,
+}
+
+impl FileValidation {
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics.error_count() == 0
+    }
+}
+
+/// Machine-readable form of a file's validation (`validate --json`).
+#[derive(Debug, Serialize)]
+pub struct ValidationSummary<'a> {
+    pub path: &'a str,
+    pub valid: bool,
+    pub rows: u64,
+    pub invalid_rows: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    pub counts: Vec<CountEntry<'a>>,
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountEntry<'a> {
+    pub provider: &'a str,
+    pub action: Action,
+    pub rows: u64,
+}
+
+impl FileValidation {
+    pub fn summary(&self) -> ValidationSummary<'_> {
+        ValidationSummary {
+            path: &self.path,
+            valid: self.is_valid(),
+            rows: self.valid_rows,
+            invalid_rows: self.invalid_rows,
+            errors: self.diagnostics.error_count(),
+            warnings: self.diagnostics.warning_count(),
+            counts: self
+                .counts
+                .iter()
+                .map(|((provider, action), rows)| CountEntry {
+                    provider,
+                    action: *action,
+                    rows: *rows,
+                })
+                .collect(),
+            messages: self
+                .diagnostics
+                .sorted()
+                .iter()
+                .map(|d| d.display(&self.path).to_string())
+                .collect(),
+        }
+    }
+}
+
+/// Validates one job file, reading it once.
+pub fn validate_file(
+    path: &Path,
+    format: Option<JobFormat>,
+    options: &ParseOptions,
+) -> FileValidation {
+    let mut result = FileValidation {
+        path: path.display().to_string(),
+        valid_rows: 0,
+        invalid_rows: 0,
+        counts: BTreeMap::new(),
+        diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
+        unreadable: false,
+    };
+    let reader = match JobReader::open(path, format, options.clone()) {
+        Ok(reader) => reader,
+        Err(diag) => {
+            result.diagnostics.push(diag);
+            result.unreadable = true;
+            return result;
+        }
+    };
+    for diag in reader.header_diagnostics() {
+        result.diagnostics.push(diag.clone());
+    }
+    let mut duplicates = DuplicateCheck::new();
+    for item in reader {
+        match item {
+            RowResult::Valid(parsed) => {
+                result.valid_rows += 1;
+                *result
+                    .counts
+                    .entry((parsed.row.provider.clone(), parsed.row.action()))
+                    .or_default() += 1;
+                for w in parsed.warnings {
+                    result.diagnostics.push(w);
+                }
+                if let Err(e) = duplicates.add(&parsed.row) {
+                    result.diagnostics.push(spill_error(&e));
+                    result.unreadable = true;
+                    return result;
+                }
+            }
+            RowResult::Invalid(diags) => {
+                result.invalid_rows += 1;
+                for d in diags {
+                    result.diagnostics.push(d);
+                }
+            }
+            RowResult::Fatal(diag) => {
+                result.diagnostics.push(diag);
+                result.unreadable = true;
+                return result;
+            }
+        }
+    }
+    if result.valid_rows == 0 && result.invalid_rows == 0 {
+        result.diagnostics.push(Diagnostic::error(
+            None,
+            "the file has no rows (only a header, blank or comment lines)",
+        ));
+    }
+    if let Err(e) = duplicates.finish(&mut result.diagnostics) {
+        result.diagnostics.push(spill_error(&e));
+    }
+    result
+}
+
+fn spill_error(e: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        None,
+        format!("cannot check for duplicate rows: temporary file error: {e} (is TMPDIR writable and not full?)"),
+    )
+}

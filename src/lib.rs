@@ -1,0 +1,9 @@
+//! simbatch: bulk SIM and eSIM lifecycle changes against cellular-IoT providers (emnify,
+//! Twilio Super SIM, Telnyx). The binary is a thin shell over this library; see `README.md`
+//! for the product and `commands` for where each subcommand starts.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod exit_code;
+pub mod job;

@@ -1,0 +1,35 @@
+//! The `simbatch` binary: parse arguments, set up logging, run the command, map the result to
+//! an exit code (SPEC 5). Everything else lives in the library.
+
+use clap::Parser;
+use simbatch::cli::Cli;
+use simbatch::exit_code::ExitCode;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    match simbatch::commands::dispatch(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            // One line, with the whole cause chain: what an operator needs to act on.
+            eprintln!("simbatch: error: {err:#}");
+            ExitCode::Usage.into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
