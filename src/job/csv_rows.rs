@@ -179,7 +179,8 @@ impl<R: BufRead> CsvRows<R> {
                     "the header is not valid UTF-8; save the file as UTF-8",
                 )
             })?;
-            names.push(name.trim().to_string());
+            // Escaped, so a binary file's header cannot put control characters on the terminal.
+            names.push(name.trim().escape_debug().to_string());
         }
         let mut diagnostics = Vec::new();
         let mut slots = Vec::with_capacity(count);

@@ -2,7 +2,7 @@
 //! (any case). Blank lines and lines starting with `#` are skipped. String, number and boolean
 //! values are accepted for known keys; nested values are carried as JSON text in extra keys.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -19,7 +19,12 @@ pub struct JsonlRows<R: BufRead> {
     done: bool,
     /// Near-miss keys already reported: reported once, at their first line, not on every row.
     reported_near_misses: HashSet<String>,
+    /// Key → match, since every line repeats the same keys and fuzzy matching is not free.
+    /// Bounded so that a file with a new key on every line cannot grow it without limit.
+    key_cache: HashMap<String, HeaderMatch>,
 }
+
+const KEY_CACHE_LIMIT: usize = 1024;
 
 impl<R: BufRead> JsonlRows<R> {
     pub fn new(input: R) -> Self {
@@ -29,6 +34,7 @@ impl<R: BufRead> JsonlRows<R> {
             buf: Vec::with_capacity(512),
             done: false,
             reported_near_misses: HashSet::new(),
+            key_cache: HashMap::new(),
         }
     }
 
@@ -74,7 +80,17 @@ impl<R: BufRead> JsonlRows<R> {
         };
         let mut seen = HashSet::new();
         for (key, value) in object {
-            match match_header(&key) {
+            let matched = match self.key_cache.get(&key) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = match_header(&key);
+                    if self.key_cache.len() < KEY_CACHE_LIMIT {
+                        self.key_cache.insert(key.clone(), m.clone());
+                    }
+                    m
+                }
+            };
+            match matched {
                 HeaderMatch::Known(col) => {
                     if !seen.insert(col) {
                         return Err(ReadProblem::row(

@@ -1,7 +1,6 @@
 //! One streaming reader over a job file of either format, yielding typed rows or the problems
 //! of each row in file order. `validate`, `plan` and `run` all read job files through this.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
@@ -9,14 +8,10 @@ use super::csv_rows::CsvRows;
 use super::diagnostic::Diagnostic;
 use super::jsonl_rows::JsonlRows;
 use super::parse::{parse_row, ParseOptions, Parsed};
-use super::source::{self, JobFormat, LineCapped, RawRow, ReadProblem};
+use super::source::{self, JobFormat, RawRow, ReadProblem};
 
-type Input = LineCapped<BufReader<File>>;
-
-enum Rows {
-    Csv(CsvRows<BufReader<Input>>),
-    Jsonl(JsonlRows<BufReader<Input>>),
-}
+/// Either format's raw rows; one virtual call per row is nothing next to parsing it.
+type Rows = Box<dyn Iterator<Item = Result<RawRow, ReadProblem>>>;
 
 /// What reading one row gave.
 #[derive(Debug)]
@@ -49,16 +44,13 @@ impl JobReader {
             )
         })?;
         let input = source::open(path).map_err(|p| p.diagnostic)?;
-        let (rows, header_diagnostics) = match format {
+        let input = BufReader::with_capacity(64 * 1024, input);
+        let (rows, header_diagnostics): (Rows, _) = match format {
             JobFormat::Csv => {
-                let (rows, diags) = CsvRows::new(BufReader::with_capacity(64 * 1024, input))
-                    .map_err(|p| p.diagnostic)?;
-                (Rows::Csv(rows), diags)
+                let (rows, diags) = CsvRows::new(input).map_err(|p| p.diagnostic)?;
+                (Box::new(rows), diags)
             }
-            JobFormat::Jsonl => (
-                Rows::Jsonl(JsonlRows::new(BufReader::with_capacity(64 * 1024, input))),
-                Vec::new(),
-            ),
+            JobFormat::Jsonl => (Box::new(JsonlRows::new(input)), Vec::new()),
         };
         Ok(JobReader {
             rows,
@@ -76,20 +68,13 @@ impl JobReader {
     pub fn header_diagnostics(&self) -> &[Diagnostic] {
         &self.header_diagnostics
     }
-
-    fn next_raw(&mut self) -> Option<Result<RawRow, ReadProblem>> {
-        match &mut self.rows {
-            Rows::Csv(rows) => rows.next(),
-            Rows::Jsonl(rows) => rows.next(),
-        }
-    }
 }
 
 impl Iterator for JobReader {
     type Item = RowResult;
 
     fn next(&mut self) -> Option<RowResult> {
-        Some(match self.next_raw()? {
+        Some(match self.rows.next()? {
             Ok(raw) => match parse_row(&raw, &self.options) {
                 Ok(parsed) => RowResult::Valid(parsed),
                 Err(diags) => RowResult::Invalid(diags),

@@ -121,3 +121,34 @@ impl<W: Write> CsvJobWriter<W> {
         self.out.into_inner().map_err(|e| e.into_error())
     }
 }
+
+/// Writes rows as a JSONL job file: one object per row with the non-blank known keys and the
+/// row's extra keys.
+pub struct JsonlJobWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonlJobWriter<W> {
+    pub fn new(out: W) -> Self {
+        JsonlJobWriter { out }
+    }
+
+    pub fn write(&mut self, row: &JobRow) -> std::io::Result<()> {
+        let mut object = serde_json::Map::new();
+        for (col, value) in Column::ALL.iter().zip(row_values(row)) {
+            if let Some(value) = value {
+                object.insert(col.name().to_string(), serde_json::Value::String(value));
+            }
+        }
+        for (name, value) in &row.extra {
+            object.insert(name.to_string(), serde_json::Value::String(value.clone()));
+        }
+        serde_json::to_writer(&mut self.out, &object)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
