@@ -8,7 +8,12 @@ fn every_bundled_job_validates() {
     let jobs: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("csv" | "jsonl")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("csv" | "jsonl")
+            )
+        })
         .map(|p| format!("jobs/{}", p.file_name().unwrap().to_str().unwrap()))
         .collect();
     assert!(!jobs.is_empty());
