@@ -41,6 +41,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Check job files; send nothing. Exit 0 when valid, 2 when not.
     Validate(ValidateArgs),
+    /// Serve the built-in provider sandbox (emnify, Twilio, Telnyx stand-ins) on one port
+    Sandbox(SandboxArgs),
 }
 
 /// How job files are read (shared by every command that reads one).
@@ -64,4 +66,47 @@ pub struct ValidateArgs {
     pub jobs: Vec<PathBuf>,
     #[command(flatten)]
     pub input: JobInputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on (port 0 picks a free one; printed as the first line)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// SIMs per provider (Twilio and Telnyx have as many again, not yet registered)
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=5_000_000))]
+    pub sims: u32,
+    /// Rate limits: documented, off, or scaled:K (every documented limit times K)
+    #[arg(long, default_value = "documented")]
+    pub limits: crate::sandbox::LimitMode,
+    /// Added latency per request: MS or MS±JITTER (also MS+-JITTER)
+    #[arg(long, value_name = "MS[±JITTER]")]
+    pub latency: Option<crate::sandbox::Latency>,
+    /// Share of requests answered 5xx without doing anything (0.1 or 10%)
+    #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
+    pub error_rate: f64,
+    /// Share of requests that hang past the client timeout, then drop the connection
+    #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
+    pub timeout_rate: f64,
+    /// Share of requests whose connection is dropped (half after the change was applied)
+    #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
+    pub reset_rate: f64,
+    /// Share of asynchronous operations that end failed
+    #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
+    pub fail_async: f64,
+    /// How long asynchronous changes take to settle
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub async_delay: std::time::Duration,
+    /// How long a hanging request hangs before its connection is dropped
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub hang: std::time::Duration,
+    /// Accept only this credential (emnify application token, Twilio auth token, Telnyx key)
+    #[arg(long, value_name = "TOKEN")]
+    pub require_token: Option<String>,
+    /// Lifetime of emnify auth tokens
+    #[arg(long, default_value = "240m", value_parser = humantime::parse_duration)]
+    pub token_ttl: std::time::Duration,
+    /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
+    #[arg(long, default_value_t = 0x5EED)]
+    pub seed: u64,
 }

@@ -7,3 +7,4 @@ pub mod commands;
 pub mod config;
 pub mod exit_code;
 pub mod job;
+pub mod sandbox;

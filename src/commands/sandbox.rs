@@ -1,0 +1,55 @@
+//! `simbatch sandbox`: serves the provider stand-ins until Ctrl-C, printing
+//! `listening on http://ADDR` as the first line of stdout.
+
+use std::io::Write;
+
+use crate::cli::SandboxArgs;
+use crate::exit_code::ExitCode;
+use crate::sandbox::{Faults, SandboxConfig};
+
+impl SandboxArgs {
+    pub fn config(&self) -> SandboxConfig {
+        SandboxConfig {
+            sims: self.sims,
+            limits: self.limits,
+            faults: Faults {
+                latency: self.latency.unwrap_or_default(),
+                error_rate: self.error_rate,
+                timeout_rate: self.timeout_rate,
+                reset_rate: self.reset_rate,
+                fail_async: self.fail_async,
+                hang: self.hang,
+            },
+            async_delay: self.async_delay,
+            require_token: self.require_token.clone(),
+            token_ttl: self.token_ttl,
+            seed: self.seed,
+        }
+    }
+}
+
+pub fn run(args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let sandbox = crate::sandbox::bind(args.listen, args.config())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sandbox.base_url())?;
+        writeln!(
+            out,
+            "providers: {0}/emnify {0}/twilio {0}/telnyx; {1} SIMs each; limits {2}; inspect {0}/_sandbox/journal, /_sandbox/stats",
+            sandbox.base_url(),
+            args.sims,
+            args.limits
+        )?;
+        out.flush()?;
+        drop(out);
+        tokio::signal::ctrl_c().await?;
+        eprintln!("simbatch sandbox: stopping");
+        sandbox.shutdown().await;
+        Ok(ExitCode::Success)
+    })
+}

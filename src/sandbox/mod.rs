@@ -1,0 +1,21 @@
+//! The built-in provider sandbox of SPEC 6: faithful local stand-ins for the emnify, Twilio
+//! Super SIM and Telnyx APIs on one port, with a deterministic inventory, the documented state
+//! machines and asynchronous behaviour, rate limits in each provider's shape, injectable
+//! faults, and inspection endpoints. Used by `simbatch sandbox`, `demo`, tests and benches.
+//!
+//! Its wire structs are its own: the provider clients must not share them (DESIGN 1).
+
+pub mod emnify;
+pub mod gate;
+pub mod inspect;
+pub mod inventory;
+pub mod journal;
+pub mod limits;
+pub mod paging;
+pub mod server;
+pub mod settings;
+pub mod telnyx;
+pub mod twilio;
+
+pub use server::{bind, start, RunningSandbox, Shared};
+pub use settings::{Faults, Latency, LimitMode, SandboxConfig};
