@@ -1224,10 +1224,9 @@ async fn schedule_operations(
         {
             Some("validity_period must be 1..86400".into())
         } else if action == 2
-            && !r
-                .activation_code
+            && r.activation_code
                 .as_deref()
-                .is_some_and(|c| crate::job::model::ActivationCode::parse(c).is_ok())
+                .is_none_or(|c| crate::job::model::ActivationCode::parse(c).is_err())
         {
             Some(
                 "activation_code `1$<SM-DP+ address>$<matching id>` is required for action 2"

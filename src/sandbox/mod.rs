@@ -4,6 +4,10 @@
 //! faults, and inspection endpoints. Used by `simbatch sandbox`, `demo`, tests and benches.
 //!
 //! Its wire structs are its own: the provider clients must not share them (DESIGN 1).
+//!
+//! Handlers return `Result<_, Response>` to leave early with a ready provider error; that error
+//! path is cold, so clippy's advice to box the large `Err` would only add noise here.
+#![allow(clippy::result_large_err)]
 
 pub mod emnify;
 pub mod gate;

@@ -346,8 +346,8 @@ fn sim_json(inv: &Inventory, index: usize, full: bool) -> Value {
         "imsi": format!("31017{n:010}"),
         "msisdn": format!("+1310{n:07}"),
         "eid": null,
+        // `esim_installation_status` is only for eSIMs (its enum has no null): absent here.
         "type": "physical",
-        "esim_installation_status": null,
         "status": {"value": sim.status.name(), "reason": sim.status.reason()},
         "tags": sim.tags,
         "authorized_imeis": [],

@@ -3,5 +3,11 @@
 
 mod jobs;
 mod roundtrip;
+mod sandbox_emnify;
+mod sandbox_faults;
+mod sandbox_limits;
+mod sandbox_support;
+mod sandbox_telnyx;
+mod sandbox_twilio;
 mod support;
 mod validate;
