@@ -8,3 +8,4 @@ pub mod config;
 pub mod exit_code;
 pub mod job;
 pub mod sandbox;
+pub mod store;

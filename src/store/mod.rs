@@ -1,0 +1,42 @@
+//! Durable run progress behind the [`CheckpointStore`] trait, so the pipeline can be tested with
+//! an in-memory store and the real one can be swapped. The real store is sled (see `sled_store`).
+
+pub mod record;
+pub mod sled_store;
+
+use std::path::PathBuf;
+
+pub use record::{Manifest, Outcome, Phase, RowRecord, SCHEMA_VERSION};
+pub use sled_store::{SledRun, SledStore};
+
+/// Why the state store could not be used. Every variant maps to exit code 4 and names the
+/// directory and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {} is in use by another simbatch process; wait for it to finish (or stop it), or pass a different --state", dir.display())]
+    Busy { dir: PathBuf },
+    #[error("state directory {} is damaged ({detail}); move it aside and rerun with --fresh, or restore it from a backup", dir.display())]
+    Corrupt { dir: PathBuf, detail: String },
+    #[error("state directory {} was written by a different simbatch (schema version {found}, this one reads {expected}); use the simbatch that wrote it, or move it aside", dir.display())]
+    Schema {
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("cannot use state directory {}: {source}", dir.display())]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One run's durable progress.
+pub trait CheckpointStore: Send + Sync {
+    fn manifest(&self) -> Result<Option<Manifest>, StoreError>;
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
+    fn get(&self, index: u64) -> Result<Option<RowRecord>, StoreError>;
+    /// Stores all records atomically and durably (against process crashes) before returning.
+    fn commit(&self, rows: &[(u64, RowRecord)]) -> Result<(), StoreError>;
+    /// All row records in row order.
+    fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_>;
+}

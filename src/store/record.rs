@@ -1,0 +1,123 @@
+//! What is stored per run and per row: the run manifest and each row's progress record. These
+//! are the durable shapes behind resume and `simbatch report`; they carry a schema version so
+//! that a state directory written by another version is recognised, not misread.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a stored shape changes incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A row's outcome (SPEC 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Skipped,
+    Failed,
+    Pending,
+    Unknown,
+    Blocked,
+    Invalid,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Succeeded,
+        Outcome::Skipped,
+        Outcome::Failed,
+        Outcome::Pending,
+        Outcome::Unknown,
+        Outcome::Blocked,
+        Outcome::Invalid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::Pending => "pending",
+            Outcome::Unknown => "unknown",
+            Outcome::Blocked => "blocked",
+            Outcome::Invalid => "invalid",
+        }
+    }
+
+    /// Final outcomes are never touched again on resume; `pending` is polled.
+    pub fn is_final(self) -> bool {
+        self != Outcome::Pending
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A change request may have left: on resume, read the target's state before sending again.
+    Sending,
+    /// The row has an outcome (final, or `pending` awaiting confirmation).
+    Done,
+}
+
+/// One row's durable progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowRecord {
+    pub phase: Phase,
+    pub outcome: Option<Outcome>,
+    pub reason: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub attempts: u32,
+    pub http_status: Option<u16>,
+    pub provider_code: Option<String>,
+    /// The provider's handle on an asynchronous change (Twilio SID, Telnyx action id, emnify operation id).
+    pub provider_ref: Option<String>,
+    pub queued_ms: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RowRecord {
+    /// The durable marker written before a change request leaves.
+    pub fn sending(started_at: DateTime<Utc>, attempts: u32) -> Self {
+        RowRecord {
+            phase: Phase::Sending,
+            outcome: None,
+            reason: None,
+            before: None,
+            after: None,
+            attempts,
+            http_status: None,
+            provider_code: None,
+            provider_ref: None,
+            queued_ms: None,
+            latency_ms: None,
+            started_at: Some(started_at),
+            finished_at: None,
+        }
+    }
+}
+
+/// What a run is: written once when the run starts, checked on every resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub job_path: String,
+    /// SHA-256 of the job file's bytes, hex.
+    pub job_sha256: String,
+    pub rows: u64,
+    pub created_at: DateTime<Utc>,
+    /// The run options that shape its outcome (recorded for the audit trail).
+    pub options: serde_json::Value,
+}

@@ -1,0 +1,262 @@
+//! The sled-backed checkpoint store. One database per state directory, opened once per process
+//! (sled's file lock turns a second process into a clear "busy" error, exit 4); one tree per
+//! run; row keys `b'j' + row index (u64, big-endian)` so iteration is file order; the manifest
+//! under `b'm'`. Every commit is one atomic batch followed by a flush: sled's flush protects
+//! against process crashes (kill -9), which is what resume needs, not against power loss.
+
+use std::path::{Path, PathBuf};
+
+use super::record::{Manifest, RowRecord, SCHEMA_VERSION};
+use super::{CheckpointStore, StoreError};
+
+const MANIFEST_KEY: &[u8] = b"m";
+const RUN_TREE_PREFIX: &str = "run:";
+/// sled defaults to a 1 GiB cache; a progress store needs little.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn row_key(index: u64) -> [u8; 9] {
+    let mut key = [b'j'; 9];
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// An open state directory.
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the state directory, owner-only on Unix.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let fresh = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+            dir: dir.to_path_buf(),
+            source: e,
+        })?;
+        #[cfg(unix)]
+        if fresh {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| classify(dir, e))?;
+        Ok(SledStore {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The run's tree (created empty if new).
+    pub fn run(&self, run_id: &str) -> Result<SledRun, StoreError> {
+        let tree = self
+            .db
+            .open_tree(format!("{RUN_TREE_PREFIX}{run_id}"))
+            .map_err(|e| classify(&self.dir, e))?;
+        Ok(SledRun {
+            tree,
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Ids of the runs in this store.
+    pub fn run_ids(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter_map(|name| {
+                String::from_utf8(name.to_vec())
+                    .ok()?
+                    .strip_prefix(RUN_TREE_PREFIX)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+}
+
+fn classify(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Busy {
+                dir: dir.to_path_buf(),
+            }
+        }
+        sled::Error::Io(io) => StoreError::Io {
+            dir: dir.to_path_buf(),
+            source: io,
+        },
+        other => StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// One run's rows.
+pub struct SledRun {
+    tree: sled::Tree,
+    dir: PathBuf,
+}
+
+impl SledRun {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            dir: self.dir.clone(),
+            detail: format!("unreadable {what}: {e}"),
+        })
+    }
+}
+
+impl CheckpointStore for SledRun {
+    fn manifest(&self) -> Result<Option<Manifest>, StoreError> {
+        let Some(bytes) = self
+            .tree
+            .get(MANIFEST_KEY)
+            .map_err(|e| classify(&self.dir, e))?
+        else {
+            return Ok(None);
+        };
+        let version: serde_json::Value = self.decode("manifest", &bytes)?;
+        let found = version["schema_version"].as_u64().unwrap_or(0) as u32;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema {
+                dir: self.dir.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        self.decode("manifest", &bytes).map(Some)
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(manifest).expect("manifests serialize");
+        self.tree
+            .insert(MANIFEST_KEY, bytes)
+            .map_err(|e| classify(&self.dir, e))?;
+        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+        Ok(())
+    }
+
+    fn get(&self, index: u64) -> Result<Option<RowRecord>, StoreError> {
+        match self
+            .tree
+            .get(row_key(index))
+            .map_err(|e| classify(&self.dir, e))?
+        {
+            Some(bytes) => self.decode("row record", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn commit(&self, rows: &[(u64, RowRecord)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (index, record) in rows {
+            batch.insert(
+                &row_key(*index),
+                serde_json::to_vec(record).expect("records serialize"),
+            );
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| classify(&self.dir, e))?;
+        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+        Ok(())
+    }
+
+    fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_> {
+        Box::new(self.tree.scan_prefix(b"j").map(move |item| {
+            let (key, value) = item.map_err(|e| classify(&self.dir, e))?;
+            let index =
+                u64::from_be_bytes(key[1..9].try_into().map_err(|_| StoreError::Corrupt {
+                    dir: self.dir.clone(),
+                    detail: "malformed row key".into(),
+                })?);
+            Ok((index, self.decode("row record", &value)?))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{Outcome, Phase};
+    use chrono::Utc;
+
+    fn manifest(run_id: &str) -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.into(),
+            job_path: "jobs/x.csv".into(),
+            job_sha256: "ab".repeat(32),
+            rows: 3,
+            created_at: Utc::now(),
+            options: serde_json::json!({"rate": null}),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_in_file_order_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let run = store.run("x-12345678").unwrap();
+            run.write_manifest(&manifest("x-12345678")).unwrap();
+            let mut done = RowRecord::sending(Utc::now(), 1);
+            done.phase = Phase::Done;
+            done.outcome = Some(Outcome::Succeeded);
+            run.commit(&[(300, done.clone()), (2, RowRecord::sending(Utc::now(), 1))])
+                .unwrap();
+            run.commit(&[(2, done)]).unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.run_ids(), ["x-12345678"]);
+        let run = store.run("x-12345678").unwrap();
+        assert_eq!(run.manifest().unwrap().unwrap().rows, 3);
+        let indexes: Vec<u64> = run.rows().map(|r| r.unwrap().0).collect();
+        assert_eq!(indexes, [2, 300], "big-endian keys iterate in row order");
+        assert_eq!(
+            run.get(2).unwrap().unwrap().outcome,
+            Some(Outcome::Succeeded)
+        );
+        assert!(run.get(7).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_open_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Busy { dir: d }) => assert_eq!(d, dir.path()),
+            Err(other) => panic!("expected busy, got {other}"),
+            Ok(_) => panic!("expected busy, opened twice"),
+        }
+    }
+
+    #[test]
+    fn another_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let run = store.run("old").unwrap();
+        let mut m = manifest("old");
+        m.schema_version = SCHEMA_VERSION + 7;
+        run.write_manifest(&m).unwrap();
+        let err = run.manifest().unwrap_err();
+        assert!(
+            matches!(err, StoreError::Schema { found, .. } if found == SCHEMA_VERSION + 7),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+}
