@@ -7,5 +7,6 @@ pub mod commands;
 pub mod config;
 pub mod exit_code;
 pub mod job;
+pub mod provider;
 pub mod sandbox;
 pub mod store;

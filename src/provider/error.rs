@@ -1,0 +1,166 @@
+//! How a provider call failed, classified for the pipeline: retry it (transient, rate-limited),
+//! stop the run (auth), or record it against the row (permanent) with the provider's own code
+//! and message. Also whether the request may have reached the provider (for reconciliation).
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection errors, timeouts, 5xx: retry with backoff.
+    Transient,
+    /// 429: retry after the provider's `Retry-After` (or reset header), slowing the whole lane.
+    RateLimited,
+    /// 401/403: abort the run; thousands of doomed requests help nobody.
+    Auth,
+    /// Any other 4xx: final for this row.
+    Permanent,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderError {
+    pub class: ErrorClass,
+    pub http_status: Option<u16>,
+    /// The provider's own error code (emnify `error_code`, Twilio `code`, Telnyx `code`).
+    pub code: Option<String>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// The request may have been applied although no answer arrived (reset, timeout).
+    pub maybe_applied: bool,
+}
+
+impl ProviderError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ProviderError {
+            class: ErrorClass::Permanent,
+            http_status: None,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+            maybe_applied: false,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.class, ErrorClass::Transient | ErrorClass::RateLimited)
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(status) = self.http_status {
+            write!(f, "HTTP {status}")?;
+            if let Some(code) = &self.code {
+                write!(f, " ({code})")?;
+            }
+            write!(f, ": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// Parses `Retry-After` in seconds (HTTP dates are rare from these providers and are ignored).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    seconds("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| seconds("retry-after"))
+        .or_else(|| seconds("x-ratelimit-reset"))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(300.0)))
+}
+
+/// Classifies a non-success HTTP answer given the provider's parsed code and message.
+pub fn from_status(
+    status: u16,
+    code: Option<String>,
+    message: String,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let class = match status {
+        429 => ErrorClass::RateLimited,
+        401 | 403 => ErrorClass::Auth,
+        408 | 500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    };
+    ProviderError {
+        class,
+        http_status: Some(status),
+        code,
+        message,
+        retry_after,
+        maybe_applied: false,
+    }
+}
+
+/// Classifies a transport failure: refused connections never reached the provider; anything
+/// after the request started may have.
+pub fn from_transport(err: &reqwest::Error) -> ProviderError {
+    let maybe_applied = !err.is_connect() && !err.is_builder();
+    let message = if err.is_timeout() {
+        "request timed out".to_string()
+    } else if err.is_connect() {
+        format!("cannot connect: {}", root_cause(err))
+    } else {
+        format!("connection failed: {}", root_cause(err))
+    };
+    ProviderError {
+        class: ErrorClass::Transient,
+        http_status: None,
+        code: None,
+        message,
+        retry_after: None,
+        maybe_applied,
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_status() {
+        assert_eq!(
+            from_status(429, None, String::new(), None).class,
+            ErrorClass::RateLimited
+        );
+        assert_eq!(
+            from_status(401, None, String::new(), None).class,
+            ErrorClass::Auth
+        );
+        assert_eq!(
+            from_status(503, None, String::new(), None).class,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            from_status(409, Some("1406".into()), "no".into(), None).class,
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            from_status(409, Some("1406".into()), "no".into(), None).to_string(),
+            "HTTP 409 (1406): no"
+        );
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("x-ratelimit-reset", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after", "1".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,14 @@
+//! Provider clients: one per provider kind over a shared HTTP layer (`http`), each with its own
+//! reading of the provider's wire format, all speaking the neutral vocabulary of `state` to the
+//! pipeline, and classifying failures (`error`) so the pipeline knows what to retry.
+
+pub mod emnify;
+pub mod error;
+pub mod http;
+pub mod limiter;
+pub mod state;
+pub mod telnyx;
+pub mod twilio;
+
+pub use error::{ErrorClass, ProviderError};
+pub use state::{EuiccState, Polled, Sent, SimState};

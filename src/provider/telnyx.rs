@@ -1,0 +1,245 @@
+//! Telnyx Wireless client (provider-apis.md section 3): Bearer auth, `{data}` envelopes,
+//! bracketed query keys. Status changes are SIM Card Actions (202), confirmed by reading the
+//! action; deletion is confirmed when the SIM is gone.
+//!
+//! Wire structs here are the client's own reading of Telnyx's format, independent of the sandbox.
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{from_status, ProviderError};
+use super::http::{Http, Refused};
+use super::state::{Polled, Sent, SimState};
+
+pub struct Telnyx {
+    http: Http,
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    value: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SimCard {
+    id: String,
+    iccid: String,
+    status: Status,
+    #[serde(default)]
+    sim_card_group_id: Option<String>,
+    #[serde(default)]
+    actions_in_progress: bool,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    id: String,
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Data<T> {
+    data: T,
+}
+
+fn refusal(r: Refused) -> ProviderError {
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let first = &body["errors"][0];
+    let code = first["code"].as_str().map(str::to_string);
+    let message = match (first["title"].as_str(), first["detail"].as_str()) {
+        (Some(t), Some(d)) => format!("{t}: {d}"),
+        (Some(t), None) => t.to_string(),
+        _ => r.status.to_string(),
+    };
+    let mut e = from_status(r.status.as_u16(), code, message, r.retry_after());
+    if r.status == 401 {
+        e.message = "Telnyx refused the API key (check TELNYX_API_KEY or token_env)".into();
+    }
+    e
+}
+
+const TRANSITIONAL: [&str; 4] = ["registering", "enabling", "disabling", "setting_standby"];
+
+fn state(sim: SimCard) -> SimState {
+    let settled = !sim.actions_in_progress && !TRANSITIONAL.contains(&sim.status.value.as_str());
+    SimState {
+        id: sim.id,
+        status: sim.status.value,
+        settled,
+        group: sim.sim_card_group_id,
+        device: None,
+    }
+}
+
+impl Telnyx {
+    pub fn new(http: Http, key: String) -> Telnyx {
+        Telnyx { http, key }
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<super::http::Answer, ProviderError> {
+        let mut request = self.http.request(method, path).bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.http.send(request).await?.map_err(refusal)
+    }
+
+    /// The SIM card with exactly this ICCID (`filter[iccid]` is a partial match).
+    pub async fn find_sim(&self, iccid: &str) -> Result<Option<SimState>, ProviderError> {
+        let list: Data<Vec<SimCard>> = self
+            .call(
+                Method::GET,
+                &format!("/v2/sim_cards?filter[iccid]={iccid}&page[size]=250"),
+                None,
+            )
+            .await?
+            .json()?;
+        Ok(list.data.into_iter().find(|s| s.iccid == iccid).map(state))
+    }
+
+    /// Starts `enable`, `disable` or `set_standby`; the action's id.
+    pub async fn action(&self, sim_id: &str, action: &str) -> Result<Sent, ProviderError> {
+        let created: Data<Action> = self
+            .call(
+                Method::POST,
+                &format!("/v2/sim_cards/{sim_id}/actions/{action}"),
+                None,
+            )
+            .await?
+            .json()?;
+        Ok(Sent::Accepted {
+            reference: created.data.id,
+        })
+    }
+
+    pub async fn poll_action(
+        &self,
+        action_id: &str,
+        target: &str,
+    ) -> Result<Polled, ProviderError> {
+        let action: Data<Action> = self
+            .call(
+                Method::GET,
+                &format!("/v2/sim_card_actions/{action_id}"),
+                None,
+            )
+            .await?
+            .json()?;
+        Ok(match action.data.status.value.as_str() {
+            "in-progress" => Polled::Waiting,
+            "completed" => Polled::Done {
+                after: target.to_string(),
+            },
+            other => Polled::Failed {
+                reason: format!(
+                    "SIM card action {other}: {}",
+                    action
+                        .data
+                        .status
+                        .reason
+                        .unwrap_or_else(|| "no reason given".into())
+                ),
+            },
+        })
+    }
+
+    pub async fn set_group(&self, sim_id: &str, group: &str) -> Result<Sent, ProviderError> {
+        let sim: Data<SimCard> = self
+            .call(
+                Method::PATCH,
+                &format!("/v2/sim_cards/{sim_id}"),
+                Some(&json!({"sim_card_group_id": group})),
+            )
+            .await?
+            .json()?;
+        Ok(Sent::Done {
+            after: sim.data.sim_card_group_id.unwrap_or_default(),
+        })
+    }
+
+    pub async fn delete(&self, sim_id: &str, report_lost: bool) -> Result<Sent, ProviderError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v2/sim_cards/{sim_id}?report_lost={report_lost}"),
+            None,
+        )
+        .await?;
+        Ok(Sent::Accepted {
+            reference: sim_id.to_string(),
+        })
+    }
+
+    /// A deleted SIM is confirmed once it is gone.
+    pub async fn poll_deleted(&self, sim_id: &str) -> Result<Polled, ProviderError> {
+        match self
+            .call(Method::GET, &format!("/v2/sim_cards/{sim_id}"), None)
+            .await
+        {
+            Ok(_) => Ok(Polled::Waiting),
+            Err(e) if e.http_status == Some(404) => Ok(Polled::Done {
+                after: "deleted".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Registers SIM cards by code. Returns the registered SIMs and a message per refused code.
+    pub async fn register(
+        &self,
+        codes: &[&str],
+    ) -> Result<(Vec<SimState>, Vec<String>), ProviderError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            data: Vec<SimCard>,
+            #[serde(default)]
+            errors: Vec<Value>,
+        }
+        let r: Registered = self
+            .call(
+                Method::POST,
+                "/v2/actions/register/sim_cards",
+                Some(&json!({"registration_codes": codes})),
+            )
+            .await?
+            .json()?;
+        let errors = r
+            .errors
+            .iter()
+            .map(|e| {
+                e["detail"]
+                    .as_str()
+                    .or(e["title"].as_str())
+                    .unwrap_or("refused")
+                    .to_string()
+            })
+            .collect();
+        Ok((r.data.into_iter().map(state).collect(), errors))
+    }
+
+    /// Reads a SIM until it settles; its status.
+    pub async fn poll_settled(&self, sim_id: &str) -> Result<Polled, ProviderError> {
+        let sim: Data<SimCard> = self
+            .call(Method::GET, &format!("/v2/sim_cards/{sim_id}"), None)
+            .await?
+            .json()?;
+        let s = state(sim.data);
+        Ok(if s.settled {
+            Polled::Done { after: s.status }
+        } else {
+            Polled::Waiting
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! Twilio Super SIM client (provider-apis.md section 2): HTTP Basic auth, form-encoded
+//! PascalCase writes, snake_case JSON answers. Status changes are asynchronous (202
+//! `scheduled`) and confirmed by reading the Sim until it leaves `scheduled`.
+//!
+//! Wire structs here are the client's own reading of Twilio's format, independent of the sandbox.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::error::{from_status, ProviderError};
+use super::http::{Http, Refused};
+use super::state::{Polled, Sent, SimState};
+
+pub struct Twilio {
+    http: Http,
+    username: String,
+    password: String,
+    /// Fleet unique names resolved to SIDs.
+    fleets: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Sim {
+    sid: String,
+    status: Option<String>,
+    fleet_sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SimList {
+    sims: Vec<Sim>,
+}
+
+#[derive(Deserialize)]
+struct Fleet {
+    sid: String,
+}
+
+fn refusal(r: Refused) -> ProviderError {
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let code = body["code"].as_i64().map(|c| c.to_string());
+    let message = body["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| r.status.to_string());
+    let mut e = from_status(r.status.as_u16(), code, message, r.retry_after());
+    if r.status == 401 {
+        e.message =
+            "Twilio refused the credentials (check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)".into();
+    }
+    e
+}
+
+fn state(sim: Sim) -> SimState {
+    let status = sim.status.unwrap_or_default();
+    SimState {
+        id: sim.sid,
+        settled: status != "scheduled",
+        status,
+        group: sim.fleet_sid,
+        device: None,
+    }
+}
+
+impl Twilio {
+    pub fn new(http: Http, username: String, password: String) -> Twilio {
+        Twilio {
+            http,
+            username,
+            password,
+            fleets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> Result<super::http::Answer, ProviderError> {
+        let mut request = self
+            .http
+            .request(method, path)
+            .basic_auth(&self.username, Some(&self.password));
+        if let Some(form) = form {
+            request = request.form(form);
+        }
+        self.http.send(request).await?.map_err(refusal)
+    }
+
+    /// The registered Sim with this ICCID, if any (`Iccid=` gives zero or one).
+    pub async fn find_sim(&self, iccid: &str) -> Result<Option<SimState>, ProviderError> {
+        let list: SimList = self
+            .call(Method::GET, &format!("/v1/Sims?Iccid={iccid}"), None)
+            .await?
+            .json()?;
+        Ok(list.sims.into_iter().next().map(state))
+    }
+
+    /// Registers a Super SIM to the account.
+    pub async fn register(&self, iccid: &str, code: &str) -> Result<SimState, ProviderError> {
+        let sim: Sim = self
+            .call(
+                Method::POST,
+                "/v1/Sims",
+                Some(&[("Iccid", iccid), ("RegistrationCode", code)]),
+            )
+            .await?
+            .json()?;
+        Ok(state(sim))
+    }
+
+    /// Updates a Sim: 202 (asynchronous, confirm by SID) or 200 (done).
+    pub async fn update(&self, sid: &str, form: &[(&str, &str)]) -> Result<Sent, ProviderError> {
+        let answer = self
+            .call(Method::POST, &format!("/v1/Sims/{sid}"), Some(form))
+            .await?;
+        let sim: Sim = answer.json()?;
+        Ok(if answer.status == 202 {
+            Sent::Accepted { reference: sim.sid }
+        } else {
+            Sent::Done {
+                after: sim
+                    .fleet_sid
+                    .filter(|_| form.iter().any(|(k, _)| *k == "Fleet"))
+                    .or(sim.status)
+                    .unwrap_or_default(),
+            }
+        })
+    }
+
+    /// Reads the Sim until its asynchronous change settles on `target`.
+    pub async fn poll_status(&self, sid: &str, target: &str) -> Result<Polled, ProviderError> {
+        let sim: Sim = self
+            .call(Method::GET, &format!("/v1/Sims/{sid}"), None)
+            .await?
+            .json()?;
+        let status = sim.status.unwrap_or_default();
+        Ok(match status.as_str() {
+            "scheduled" => Polled::Waiting,
+            s if s == target => Polled::Done { after: status },
+            _ => Polled::Failed {
+                reason: format!("Twilio settled the Sim on `{status}`, not `{target}`"),
+            },
+        })
+    }
+
+    /// The SID of a Fleet given by SID or unique name (one request per name, then cached).
+    pub async fn fleet_sid(&self, target: &str) -> Result<String, ProviderError> {
+        if target.len() == 34 && target.starts_with("HF") {
+            return Ok(target.to_string());
+        }
+        if let Some(sid) = self.fleets.lock().await.get(target) {
+            return Ok(sid.clone());
+        }
+        let fleet: Fleet = self
+            .call(Method::GET, &format!("/v1/Fleets/{target}"), None)
+            .await?
+            .json()?;
+        self.fleets
+            .lock()
+            .await
+            .insert(target.to_string(), fleet.sid.clone());
+        Ok(fleet.sid)
+    }
+}

@@ -1,0 +1,329 @@
+//! The provider clients against the in-process sandbox over real HTTP: each verb the pipeline
+//! uses, emnify's re-authentication when a token expires, error classification, and the lane
+//! slowing down after a 429.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use simbatch::provider::emnify::{Emnify, OperationRequest};
+use simbatch::provider::http::Http;
+use simbatch::provider::limiter::{LaneLimits, RateGate};
+use simbatch::provider::telnyx::Telnyx;
+use simbatch::provider::twilio::Twilio;
+use simbatch::provider::{ErrorClass, Polled, Sent};
+use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::{LimitMode, SandboxConfig};
+
+use crate::sandbox_support::Sb;
+
+fn http(sb: &Sb, kind: &str, limits: LaneLimits) -> Http {
+    let base = url::Url::parse(&sb.url(&format!("/{kind}"))).unwrap();
+    Http::new(
+        &base,
+        Arc::new(RateGate::new(limits)),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+const OPEN: LaneLimits = LaneLimits {
+    rate: None,
+    max_in_flight: None,
+};
+
+async fn poll_until<F, Fut>(mut poll: F) -> Polled
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Polled, simbatch::provider::ProviderError>>,
+{
+    for _ in 0..100 {
+        match poll().await.unwrap() {
+            Polled::Waiting => tokio::time::sleep(Duration::from_millis(20)).await,
+            done => return done,
+        }
+    }
+    panic!("never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emnify_sim_endpoint_and_euicc_verbs() {
+    let sb = Sb::plain(100).await;
+    let client = Emnify::new(http(&sb, "emnify", OPEN), "app-token".into());
+    let iccid = inventory::iccid(EMNIFY_PREFIX, 7);
+    let sim = client.find_sim(&iccid, true).await.unwrap().unwrap();
+    assert_eq!(
+        (sim.id.as_str(), sim.status.as_str(), sim.group.as_deref()),
+        ("7", "Activated", Some("1"))
+    );
+    assert_eq!(sim.device, Some(("7".to_string(), "Enabled".to_string())));
+    let same = client.find_sim(&iccid[..19], false).await.unwrap().unwrap();
+    assert_eq!(same.id, "7", "the 19-digit form finds the same SIM");
+    assert!(client
+        .find_sim(&inventory::iccid(EMNIFY_PREFIX, 999), false)
+        .await
+        .unwrap()
+        .is_none());
+
+    client.set_sim_status("7", "Suspended").await.unwrap();
+    client.set_customer_org("7", "2").await.unwrap();
+    client.set_endpoint_status("7", false).await.unwrap();
+    let after = client.find_sim(&iccid, true).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status.as_str(), after.group.as_deref()),
+        ("Suspended", Some("2"))
+    );
+    assert_eq!(after.device.unwrap().1, "Disabled");
+
+    let refused = client.set_sim_status("7", "Issued").await.unwrap_err();
+    assert_eq!(
+        (refused.class, refused.http_status, refused.code.as_deref()),
+        (ErrorClass::Permanent, Some(409), Some("1406"))
+    );
+
+    client.delete_sim("8", Some("8")).await.unwrap();
+    assert!(client
+        .find_sim(&inventory::iccid(EMNIFY_PREFIX, 8), false)
+        .await
+        .unwrap()
+        .is_none());
+
+    let euicc = client
+        .find_euicc(&inventory::eid(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        euicc.enabled_profile().unwrap().iccid,
+        inventory::operational_profile(2)
+    );
+    assert_eq!(
+        euicc.fallback_profile().unwrap().iccid,
+        inventory::bootstrap_profile(2)
+    );
+    let op = client
+        .schedule(
+            &euicc.id,
+            &OperationRequest {
+                action: 1,
+                validity_period: 600,
+                iccid: None,
+                activation_code: None,
+                enable: None,
+                rollback: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .find_euicc(&inventory::eid(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .operations[0]
+            .status,
+        1
+    );
+    let done = poll_until(|| client.poll_operation(&euicc.id, &op)).await;
+    assert_eq!(
+        done,
+        Polled::Done {
+            after: "Succeeded".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emnify_reauthenticates_once_when_the_token_expires() {
+    let sb = Sb::start(SandboxConfig {
+        sims: 10,
+        limits: LimitMode::Off,
+        token_ttl: Duration::from_millis(200),
+        require_token: Some("good".into()),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let client = Emnify::new(http(&sb, "emnify", OPEN), "good".into());
+    assert!(client
+        .find_sim(&inventory::iccid(EMNIFY_PREFIX, 1), false)
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client
+        .find_sim(&inventory::iccid(EMNIFY_PREFIX, 1), false)
+        .await
+        .unwrap()
+        .is_some());
+    let auths = sb.stats().await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "POST /emnify/api/v1/authenticate")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(auths, 2);
+
+    let bad = Emnify::new(http(&sb, "emnify", OPEN), "bad".into());
+    let err = bad
+        .find_sim(&inventory::iccid(EMNIFY_PREFIX, 1), false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Auth);
+    assert!(err.message.contains("EMNIFY_APPLICATION_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_verbs() {
+    let sb = Sb::plain(10).await;
+    let client = Twilio::new(
+        http(&sb, "twilio", OPEN),
+        "AC00000000000000000000000000000001".into(),
+        "token".into(),
+    );
+    let sim = client
+        .find_sim(&inventory::iccid(TWILIO_PREFIX, 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((sim.status.as_str(), sim.settled), ("active", true));
+    let sent = client
+        .update(&sim.id, &[("Status", "inactive")])
+        .await
+        .unwrap();
+    let Sent::Accepted { reference } = sent else {
+        panic!("{sent:?}")
+    };
+    assert!(
+        !client
+            .find_sim(&inventory::iccid(TWILIO_PREFIX, 3))
+            .await
+            .unwrap()
+            .unwrap()
+            .settled
+    );
+    assert_eq!(
+        poll_until(|| client.poll_status(&reference, "inactive")).await,
+        Polled::Done {
+            after: "inactive".into()
+        }
+    );
+    let fleet = client.fleet_sid("reserve").await.unwrap();
+    assert_eq!(fleet, "HF00000000000000000000000000000002");
+    assert_eq!(
+        client.update(&sim.id, &[("Fleet", &fleet)]).await.unwrap(),
+        Sent::Done {
+            after: fleet.clone()
+        }
+    );
+
+    let new = inventory::iccid(TWILIO_PREFIX, 12);
+    let registered = client
+        .register(&new, &inventory::registration_code(&new))
+        .await
+        .unwrap();
+    assert_eq!(registered.status, "new");
+    let err = client
+        .register(&new, &inventory::registration_code(&new))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.http_status, err.code.as_deref()),
+        (Some(409), Some("83003"))
+    );
+    let unauthorized = Twilio::new(http(&sb, "twilio", OPEN), "nobody".into(), "x".into());
+    assert_eq!(
+        unauthorized.find_sim(&new).await.unwrap_err().class,
+        ErrorClass::Auth
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_verbs() {
+    let sb = Sb::plain(10).await;
+    let client = Telnyx::new(http(&sb, "telnyx", OPEN), "key".into());
+    let sim = client
+        .find_sim(&inventory::iccid(TELNYX_PREFIX, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sim.status, "enabled");
+    let Sent::Accepted { reference } = client.action(&sim.id, "set_standby").await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        poll_until(|| client.poll_action(&reference, "standby")).await,
+        Polled::Done {
+            after: "standby".into()
+        }
+    );
+    let group = simbatch::sandbox::telnyx::group_id(1);
+    assert_eq!(
+        client.set_group(&sim.id, &group).await.unwrap(),
+        Sent::Done { after: group }
+    );
+    let Sent::Accepted { reference } = client.delete(&sim.id, false).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        poll_until(|| client.poll_deleted(&reference)).await,
+        Polled::Done {
+            after: "deleted".into()
+        }
+    );
+
+    let codes: Vec<String> = [11, 12]
+        .iter()
+        .map(|&n| inventory::registration_code(&inventory::iccid(TELNYX_PREFIX, n)))
+        .collect();
+    let (registered, errors) = client
+        .register(&[&codes[0], &codes[1], "RC00000000"])
+        .await
+        .unwrap();
+    assert_eq!((registered.len(), errors.len()), (2, 1));
+    let done = poll_until(|| client.poll_settled(&registered[0].id)).await;
+    assert_eq!(
+        done,
+        Polled::Done {
+            after: "enabled".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_slows_the_whole_lane() {
+    let sb = Sb::start(SandboxConfig {
+        sims: 10,
+        limits: LimitMode::Scaled(0.05),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // Telnyx at scaled:0.05 allows 5 requests per second; ask for 8 at once without a client limit.
+    let client = Arc::new(Telnyx::new(http(&sb, "telnyx", OPEN), "key".into()));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.find_sim(&inventory::iccid(TELNYX_PREFIX, 1)).await
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(e.class, ErrorClass::RateLimited);
+            assert!(e.retry_after.is_some());
+            limited += 1;
+        }
+    }
+    assert!(limited >= 3);
+    assert!(client.http().gate.slowdowns() >= 1);
+    let started = std::time::Instant::now();
+    client
+        .find_sim(&inventory::iccid(TELNYX_PREFIX, 1))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "the next request waited for the window"
+    );
+}
