@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod exit_code;
 pub mod job;
+pub mod pipeline;
 pub mod provider;
 pub mod sandbox;
 pub mod store;

@@ -1,0 +1,279 @@
+//! The engine of `simbatch run`: feeds every row to its provider's lane, runs the lanes'
+//! worker pools side by side, runs `group`s step by step across lanes, and stops cleanly on an
+//! auth failure, the failure threshold or Ctrl-C.
+//!
+//! Each lane reads the job file itself (a streaming pass that keeps only its own rows), so
+//! memory stays flat and a slow or throttled provider never holds up another's rows — a shared
+//! reader would block on the slowest lane's full queue. Rows that belong to a `group` are
+//! collected instead (memory grows with grouped rows only) and each group runs as one sequence.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::execute::{execute, RowContext, RowEnd};
+use super::lane::Lane;
+use super::retry::RetryPolicy;
+use super::writer::Writer;
+use crate::job::{JobFormat, JobReader, JobRow, ParseOptions, RowResult};
+use crate::store::{CheckpointStore, Outcome, Phase, RowRecord};
+
+/// `--max-failures N` or `N%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailureLimit {
+    Count(u64),
+    Percent(f64),
+}
+
+/// Rows that must finish before the failure threshold applies.
+pub const WARM_UP_ROWS: u64 = 20;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: RetryPolicy,
+    pub preflight: bool,
+    /// How long to wait for asynchronous confirmations; `None` with `--no-wait`.
+    pub wait: Option<Duration>,
+    pub max_failures: Option<FailureLimit>,
+    /// Groups running at once.
+    pub group_concurrency: usize,
+}
+
+/// Why dispatch stopped early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    Auth { provider: String, message: String },
+    FailureThreshold { failed: u64, finished: u64 },
+    Interrupted,
+    Store(String),
+}
+
+/// Counts of committed outcomes, live (for progress and the failure threshold).
+#[derive(Default)]
+pub struct Live {
+    pub counts: [AtomicU64; 7],
+    pub finished: AtomicU64,
+}
+
+impl Live {
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Shared stop flag with the first reason given.
+#[derive(Default)]
+pub struct Stop {
+    flag: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Stop {
+    pub fn request(&self, reason: StopReason) {
+        let mut r = self.reason.lock().expect("stop lock");
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().expect("stop lock").clone()
+    }
+}
+
+pub struct Engine {
+    pub job: PathBuf,
+    pub format: Option<JobFormat>,
+    pub parse: ParseOptions,
+    pub lanes: BTreeMap<String, Arc<Lane>>,
+    pub store: Arc<dyn CheckpointStore>,
+    pub options: RunOptions,
+    pub live: Arc<Live>,
+    pub stop: Arc<Stop>,
+}
+
+/// Reads the job and hands each of a lane's ungrouped rows (with its index) to `send`.
+fn read_rows(
+    job: &std::path::Path,
+    format: Option<JobFormat>,
+    parse: ParseOptions,
+    stop: &Stop,
+    mut keep: impl FnMut(u64, JobRow) -> bool,
+) {
+    let Ok(reader) = JobReader::open(job, format, parse) else { return };
+    for (index, item) in reader.enumerate() {
+        if stop.requested() {
+            return;
+        }
+        if let RowResult::Valid(parsed) = item {
+            if !keep(index as u64, parsed.row) {
+                return;
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Runs every unfinished row; returns why it stopped early, if it did.
+    pub async fn run(self: Arc<Self>, on_commit: Box<dyn FnMut(u64, &RowRecord) + Send>) -> Option<StopReason> {
+        let live = self.live.clone();
+        let stop = self.stop.clone();
+        let limit = self.options.max_failures;
+        let mut on_commit = on_commit;
+        let (writer, writer_task) = Writer::start(
+            self.store.clone(),
+            Box::new(move |index, record| {
+                if record.phase == Phase::Done {
+                    if let Some(outcome) = record.outcome {
+                        live.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+                        let finished = live.finished.fetch_add(1, Ordering::Relaxed) + 1;
+                        let failed = live.count(Outcome::Failed) + live.count(Outcome::Unknown);
+                        let over = match limit {
+                            Some(FailureLimit::Count(n)) => failed > n,
+                            Some(FailureLimit::Percent(p)) => failed as f64 > finished as f64 * p / 100.0,
+                            None => false,
+                        };
+                        if over && finished >= WARM_UP_ROWS {
+                            stop.request(StopReason::FailureThreshold { failed, finished });
+                        }
+                    }
+                }
+                on_commit(index, record);
+            }),
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for lane in self.lanes.values() {
+            let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
+            let name = lane.name.clone();
+            let (job, format, parse, stop) = (self.job.clone(), self.format, self.parse.clone(), self.stop.clone());
+            tasks.spawn_blocking(move || {
+                read_rows(&job, format, parse, &stop, |index, row| {
+                    if row.provider != name || row.group.is_some() {
+                        return true;
+                    }
+                    tx.blocking_send((index, row, Instant::now())).is_ok()
+                });
+            });
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..lane.concurrency.max(1) {
+                let (engine, lane, rx, writer) = (self.clone(), lane.clone(), rx.clone(), writer.clone());
+                tasks.spawn(async move {
+                    loop {
+                        let next = rx.lock().await.recv().await;
+                        let Some((index, row, queued)) = next else { break };
+                        if engine.stop.requested() {
+                            break;
+                        }
+                        engine.run_row(&lane, &writer, index, &row, queued.elapsed()).await;
+                    }
+                });
+            }
+        }
+
+        // Groups: collected in one pass, each then run as a sequence.
+        let groups = {
+            let (job, format, parse, stop) = (self.job.clone(), self.format, self.parse.clone(), self.stop.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
+                read_rows(&job, format, parse, &stop, |index, row| {
+                    if let Some(g) = row.group.clone() {
+                        groups.entry(g).or_default().push((index, row));
+                    }
+                    true
+                });
+                groups
+            })
+            .await
+            .unwrap_or_default()
+        };
+        let group_slots = Arc::new(Semaphore::new(self.options.group_concurrency.max(1)));
+        for (_, rows) in groups {
+            let (engine, writer, slots) = (self.clone(), writer.clone(), group_slots.clone());
+            tasks.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else { return };
+                engine.run_group(&writer, rows).await;
+            });
+        }
+
+        while let Some(result) = tasks.join_next().await {
+            if let Err(e) = result {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        drop(writer);
+        if let Ok(Err(e)) = writer_task.await {
+            self.stop.request(StopReason::Store(e.to_string()));
+        }
+        self.stop.reason()
+    }
+
+    /// Runs one row unless it is already final; returns its final outcome (if it got one now or before).
+    async fn run_row(&self, lane: &Lane, writer: &Writer, index: u64, row: &JobRow, queued: Duration) -> Option<Outcome> {
+        let prior = match self.store.get(index) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stop.request(StopReason::Store(e.to_string()));
+                return None;
+            }
+        };
+        if let Some(outcome) = prior.as_ref().filter(|p| p.phase == Phase::Done).and_then(|p| p.outcome).filter(|o| o.is_final()) {
+            return Some(outcome);
+        }
+        let ctx = RowContext { lane, policy: self.options.policy, preflight: self.options.preflight, wait: self.options.wait, writer };
+        match execute(&ctx, index, row, prior, queued).await {
+            RowEnd::Record(record) => {
+                let outcome = record.outcome;
+                writer.put(index, record).await;
+                outcome
+            }
+            RowEnd::Aborted(e) => {
+                self.stop.request(StopReason::Auth { provider: lane.name.clone(), message: e.to_string() });
+                None
+            }
+        }
+    }
+
+    /// Runs a group's rows in file order, each only after the previous one succeeded (or was a
+    /// no-op); after a failure the rest are `blocked`.
+    async fn run_group(&self, writer: &Writer, rows: Vec<(u64, JobRow)>) {
+        let mut blocked_by: Option<u64> = None;
+        for (index, row) in rows {
+            if self.stop.requested() {
+                return;
+            }
+            if let Some(line) = blocked_by {
+                let prior = self.store.get(index).ok().flatten();
+                if prior.as_ref().and_then(|p| p.outcome).is_some_and(Outcome::is_final) {
+                    continue;
+                }
+                let mut record = RowRecord::sending(chrono::Utc::now(), 0);
+                record.phase = Phase::Done;
+                record.outcome = Some(Outcome::Blocked);
+                record.reason = Some(format!("an earlier row of group `{}` (line {line}) did not succeed", row.group.as_deref().unwrap_or_default()));
+                record.finished_at = record.started_at;
+                writer.put(index, record).await;
+                continue;
+            }
+            let Some(lane) = self.lanes.get(&row.provider) else { continue };
+            match self.run_row(lane, writer, index, &row, Duration::ZERO).await {
+                Some(Outcome::Succeeded | Outcome::Skipped) => {}
+                // Not confirmed yet: the next step waits for the next run, it is not blocked.
+                Some(Outcome::Pending) => return,
+                Some(_) => blocked_by = Some(row.line),
+                None => return, // stopped: the rest stays for the next run
+            }
+        }
+    }
+}

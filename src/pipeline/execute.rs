@@ -1,0 +1,263 @@
+//! One row, start to finish: observe the target, decide (pre-flight), make the "sending" marker
+//! durable, send with retries, confirm an asynchronous change, and return the row's record.
+//!
+//! Reconciliation lives here too. Whenever a change may have reached the provider without an
+//! answer (a reset or timeout after sending, or a crash between the marker and the outcome), the
+//! target is read again before anything is re-sent: if the change is already in effect the row
+//! succeeded; an asynchronous change still under way is waited for; for eUICC operations, an
+//! operation that appeared after the marker was written is adopted instead of scheduling another.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::lane::Lane;
+use super::preflight::{decide, operation_code, Decision, Observed};
+use super::retry::RetryPolicy;
+use super::writer::Writer;
+use crate::job::JobRow;
+use crate::provider::{ErrorClass, Polled, ProviderError, Sent};
+use crate::store::{Outcome, Phase, RowRecord};
+
+/// What a row needs from its run.
+pub struct RowContext<'a> {
+    pub lane: &'a Lane,
+    pub policy: RetryPolicy,
+    pub preflight: bool,
+    pub wait: Option<Duration>,
+    pub writer: &'a Writer,
+}
+
+/// How a row ended.
+pub enum RowEnd {
+    Record(RowRecord),
+    /// Credentials were refused: the run must stop; the row stays resumable.
+    Aborted(ProviderError),
+}
+
+struct Attempt<'a> {
+    ctx: &'a RowContext<'a>,
+    record: RowRecord,
+    started: Instant,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, outcome: Outcome, reason: Option<String>) -> RowEnd {
+        self.record.phase = Phase::Done;
+        self.record.outcome = Some(outcome);
+        self.record.reason = reason;
+        self.record.finished_at = Some(Utc::now());
+        self.record.latency_ms = Some(self.started.elapsed().as_millis() as u64);
+        RowEnd::Record(self.record)
+    }
+
+    fn fail(mut self, e: ProviderError) -> RowEnd {
+        if e.class == ErrorClass::Auth {
+            return RowEnd::Aborted(e);
+        }
+        self.record.http_status = e.http_status;
+        self.record.provider_code = e.code.clone();
+        let outcome = if e.maybe_applied { Outcome::Unknown } else { Outcome::Failed };
+        let reason = match e.class {
+            ErrorClass::Transient | ErrorClass::RateLimited => format!("gave up after {} attempts: {e}", self.record.attempts),
+            _ => e.to_string(),
+        };
+        self.finish(outcome, Some(reason))
+    }
+
+    /// Runs `call` with retries for transient failures and 429s.
+    async fn retrying<T, F, Fut>(&mut self, mut call: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.record.attempts += 1;
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && tries < self.ctx.policy.max_attempts => {
+                    tokio::time::sleep(self.ctx.policy.delay(tries, fastrand::f64(), e.retry_after)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the target until no asynchronous change is under way (bounded by the wait timeout).
+    async fn observe_settled(&mut self, row: &JobRow) -> Result<Observed, ProviderError> {
+        let lane = self.ctx.lane;
+        let deadline = Instant::now() + self.ctx.wait.unwrap_or(Duration::from_secs(60));
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let observed = self.retrying(|| lane.observe(row)).await?;
+            let busy = matches!(&observed, Observed::Sim(s) if !s.settled);
+            if !busy || Instant::now() >= deadline {
+                return Ok(observed);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Number of eUICC operations already there, kept in the "sending" marker so that a resume can
+/// tell the operation this row scheduled from older ones.
+fn operations_seen(observed: &Observed) -> usize {
+    match observed {
+        Observed::Euicc(e) => e.operations.len(),
+        _ => 0,
+    }
+}
+
+/// An operation scheduled after the first `seen` that matches the row: ours.
+fn adopted_operation(row: &JobRow, observed: &Observed, seen: usize) -> Option<String> {
+    let Observed::Euicc(e) = observed else { return None };
+    let (action, iccid, _) = operation_code(&row.operation);
+    e.operations
+        .iter()
+        .skip(seen)
+        .find(|o| o.action == action && o.iccid.as_deref() == iccid && matches!(o.status, 1 | 2))
+        .map(|o| format!("{}/{}", e.id, o.id))
+}
+
+/// Executes one row. `prior` is its stored record when resuming.
+pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Option<RowRecord>, queued: Duration) -> RowEnd {
+    let lane = ctx.lane;
+    let mut attempt = Attempt {
+        ctx,
+        record: prior.clone().unwrap_or_else(|| RowRecord::sending(Utc::now(), 0)),
+        started: Instant::now(),
+    };
+    attempt.record.queued_ms = Some(queued.as_millis() as u64);
+    if attempt.record.started_at.is_none() {
+        attempt.record.started_at = Some(Utc::now());
+    }
+
+    // A pending row from an earlier run: confirm it, do not send again.
+    if let Some(p) = prior.as_ref().filter(|p| p.phase == Phase::Done && p.outcome == Some(Outcome::Pending)) {
+        if let Some(reference) = p.provider_ref.clone() {
+            let after = p.after.clone().unwrap_or_default();
+            return confirm(attempt, &reference, &after).await;
+        }
+    }
+    let interrupted = prior.as_ref().is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
+
+    let observed = match attempt.observe_settled(row).await {
+        Ok(o) => o,
+        Err(e) => return attempt.fail(e),
+    };
+    let move_target = match attempt.retrying(|| lane.move_target(row)).await {
+        Ok(t) => t,
+        Err(e) => return attempt.fail(e),
+    };
+
+    if interrupted {
+        // Reconciliation after a crash: did the change land?
+        let seen: usize = prior.as_ref().and_then(|p| p.provider_ref.as_deref()?.strip_prefix("ops-before:")?.parse().ok()).unwrap_or(usize::MAX);
+        if let Some(reference) = adopted_operation(row, &observed, seen) {
+            let after = prior.and_then(|p| p.after).unwrap_or_default();
+            return confirm(attempt, &reference, &after).await;
+        }
+    }
+
+    let decision = decide(row, &observed, move_target.as_deref());
+    let (before, after) = match decision {
+        Decision::Skip { reason, before } => {
+            attempt.record.before = before.clone();
+            attempt.record.after = before;
+            return if interrupted {
+                attempt.finish(Outcome::Succeeded, Some(format!("confirmed after an interrupted attempt: {reason}")))
+            } else {
+                attempt.finish(Outcome::Skipped, Some(reason))
+            };
+        }
+        Decision::Fail { reason, before } if ctx.preflight || interrupted => {
+            attempt.record.before = before;
+            return attempt.finish(Outcome::Failed, Some(format!("pre-flight: {reason}")));
+        }
+        // --no-preflight: send anyway and let the provider answer with its own error.
+        Decision::Fail { before, .. } => {
+            let target = super::preflight::target_status(row.kind, &row.operation).unwrap_or_default();
+            (before, target.to_string())
+        }
+        Decision::Send { before, after } => (before, after),
+    };
+    attempt.record.before = before;
+    attempt.record.after = Some(after.clone());
+
+    // The marker must be durable before the request leaves, or a crash could hide a sent change.
+    let mut marker = attempt.record.clone();
+    marker.phase = Phase::Sending;
+    marker.attempts = marker.attempts.max(1);
+    marker.provider_ref = Some(format!("ops-before:{}", operations_seen(&observed)));
+    if let Err(e) = ctx.writer.durable(index, marker).await {
+        return attempt.finish(Outcome::Unknown, Some(format!("checkpoint store failed: {e}")));
+    }
+
+    let mut observed = observed;
+    let seen = operations_seen(&observed);
+    let mut tries = 0;
+    let sent = loop {
+        tries += 1;
+        attempt.record.attempts += 1;
+        match lane.send(row, &observed, &after).await {
+            Ok(sent) => break sent,
+            Err(e) if e.is_retryable() && tries < ctx.policy.max_attempts => {
+                tokio::time::sleep(ctx.policy.delay(tries, fastrand::f64(), e.retry_after)).await;
+                if e.maybe_applied {
+                    // The change may have landed: look before sending it again.
+                    observed = match attempt.observe_settled(row).await {
+                        Ok(o) => o,
+                        Err(e) => return attempt.fail(e),
+                    };
+                    if let Some(reference) = adopted_operation(row, &observed, seen) {
+                        return confirm(attempt, &reference, &after).await;
+                    }
+                    if let Decision::Skip { .. } = decide(row, &observed, move_target.as_deref()) {
+                        attempt.record.after = Some(after);
+                        return attempt.finish(Outcome::Succeeded, Some("confirmed after a lost answer".into()));
+                    }
+                }
+            }
+            Err(e) => return attempt.fail(e),
+        }
+    };
+    match sent {
+        Sent::Done { after } => {
+            attempt.record.after = Some(after);
+            attempt.finish(Outcome::Succeeded, None)
+        }
+        Sent::Accepted { reference } => {
+            attempt.record.provider_ref = Some(reference.clone());
+            if ctx.wait.is_none() {
+                return attempt.finish(Outcome::Pending, Some("accepted; confirmation not awaited (--no-wait)".into()));
+            }
+            confirm(attempt, &reference, &after).await
+        }
+    }
+}
+
+/// Polls an asynchronous change until it settles or the wait timeout passes.
+async fn confirm(mut attempt: Attempt<'_>, reference: &str, after: &str) -> RowEnd {
+    let lane = attempt.ctx.lane;
+    attempt.record.provider_ref = Some(reference.to_string());
+    let deadline = Instant::now() + attempt.ctx.wait.unwrap_or(Duration::ZERO);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(pause).await;
+        match attempt.retrying(|| lane.poll(reference, after)).await {
+            Ok(Polled::Done { after }) => {
+                attempt.record.after = Some(after);
+                return attempt.finish(Outcome::Succeeded, None);
+            }
+            Ok(Polled::Failed { reason }) => return attempt.finish(Outcome::Failed, Some(reason)),
+            Ok(Polled::Waiting) if Instant::now() >= deadline => {
+                return attempt.finish(Outcome::Pending, Some("accepted; not yet confirmed (run again to confirm)".into()));
+            }
+            Ok(Polled::Waiting) => pause = (pause * 2).min(Duration::from_secs(2)),
+            Err(e) => return attempt.fail(e),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The run pipeline: per-provider lanes (`lane`), pre-flight decisions (`preflight`), retry
+//! timing (`retry`), one row's execution with reconciliation (`execute`), the group-commit
+//! checkpoint writer (`writer`) and the engine that ties them together (`engine`).
+
+pub mod engine;
+pub mod execute;
+pub mod lane;
+pub mod preflight;
+pub mod retry;
+pub mod writer;

@@ -1,0 +1,43 @@
+//! Retry timing: exponential backoff with full jitter, never sooner than the provider's own
+//! `Retry-After`. Pure, so it is tested without waiting.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included (`--max-attempts`, default 5).
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 5, base: Duration::from_millis(200), cap: Duration::from_secs(20) }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait before attempt `attempt + 1` (attempt counts from 1), given a random
+    /// fraction in `0.0..1.0` and the provider's `Retry-After`.
+    pub fn delay(&self, attempt: u32, random: f64, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let jittered = ceiling.mul_f64(random.clamp(0.0, 1.0));
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_caps_and_honours_retry_after() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.delay(1, 1.0, None), Duration::from_millis(400));
+        assert_eq!(p.delay(3, 1.0, None), Duration::from_millis(1600));
+        assert_eq!(p.delay(30, 1.0, None), Duration::from_secs(20));
+        assert_eq!(p.delay(3, 0.0, None), Duration::ZERO);
+        assert_eq!(p.delay(1, 0.5, Some(Duration::from_secs(3))), Duration::from_secs(3));
+    }
+}
