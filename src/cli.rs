@@ -35,12 +35,20 @@ pub struct GlobalArgs {
     /// More logging (repeat for more); RUST_LOG also works
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// State directory (the checkpoint store)
+    #[arg(long, global = true, value_name = "DIR", default_value = ".simbatch")]
+    pub state: PathBuf,
+    /// Reports directory [default: reports/<run-id>/]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub reports: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check job files; send nothing. Exit 0 when valid, 2 when not.
     Validate(ValidateArgs),
+    /// Run (or resume) a job: validate, pre-flight, change, confirm, report
+    Run(RunArgs),
     /// Serve the built-in provider sandbox (emnify, Twilio, Telnyx stand-ins) on one port
     Sandbox(SandboxArgs),
 }
@@ -109,4 +117,49 @@ pub struct SandboxArgs {
     /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (CSV or JSONL)
+    #[arg(value_name = "JOB")]
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub input: JobInputArgs,
+    /// Requests per second per provider (overrides the documented limits)
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Rows in flight at once per provider [default: 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+    /// Attempts per request, the first included
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Stop dispatching after this many failures, or this share (N%), once 20 rows have finished
+    #[arg(long, value_name = "N|P%")]
+    pub max_failures: Option<String>,
+    /// Do not refuse forbidden transitions locally; let the provider answer
+    #[arg(long)]
+    pub no_preflight: bool,
+    /// Do not wait for asynchronous changes to be confirmed (they end `pending`)
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for an asynchronous change to be confirmed
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
+    /// Skip ordinary confirmations (never implies --allow-irreversible)
+    #[arg(long)]
+    pub yes: bool,
+    /// Allow irreversible actions (delete, profile-delete)
+    #[arg(long)]
+    pub allow_irreversible: bool,
+    /// Run the valid rows; list invalid ones in the reports as `invalid`
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Start a new run even if this job was run before
+    #[arg(long)]
+    pub fresh: bool,
+    /// Format of the results file [default: that of the job]
+    #[arg(long, value_enum)]
+    pub report_format: Option<JobFormat>,
 }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod exit_code;
 pub mod job;
 pub mod pipeline;
+pub mod progress;
 pub mod provider;
+pub mod report;
 pub mod sandbox;
 pub mod store;

@@ -1,5 +1,6 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit code.
 
+pub mod run;
 pub mod sandbox;
 pub mod validate;
 
@@ -10,6 +11,7 @@ use crate::exit_code::ExitCode;
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(&cli.global, &args),
+        Command::Run(args) => run::run(&cli.global, &args),
         Command::Sandbox(args) => sandbox::run(&args),
     }
 }

@@ -28,6 +28,7 @@ pub struct JobReader {
     options: ParseOptions,
     header_diagnostics: Vec<Diagnostic>,
     format: JobFormat,
+    extra_columns: Vec<std::sync::Arc<str>>,
 }
 
 impl JobReader {
@@ -45,19 +46,26 @@ impl JobReader {
         })?;
         let input = source::open(path).map_err(|p| p.diagnostic)?;
         let input = BufReader::with_capacity(64 * 1024, input);
-        let (rows, header_diagnostics): (Rows, _) = match format {
+        let (rows, header_diagnostics, extra_columns): (Rows, _, _) = match format {
             JobFormat::Csv => {
                 let (rows, diags) = CsvRows::new(input).map_err(|p| p.diagnostic)?;
-                (Box::new(rows), diags)
+                let extras = rows.extra_columns();
+                (Box::new(rows), diags, extras)
             }
-            JobFormat::Jsonl => (Box::new(JsonlRows::new(input)), Vec::new()),
+            JobFormat::Jsonl => (Box::new(JsonlRows::new(input)), Vec::new(), Vec::new()),
         };
         Ok(JobReader {
             rows,
             options,
             header_diagnostics,
             format,
+            extra_columns,
         })
+    }
+
+    /// The carried extra columns in file order (CSV; for JSONL each row carries its own keys).
+    pub fn extra_columns(&self) -> Vec<std::sync::Arc<str>> {
+        self.extra_columns.clone()
     }
 
     pub fn format(&self) -> JobFormat {

@@ -109,7 +109,9 @@ fn read_rows(
     stop: &Stop,
     mut keep: impl FnMut(u64, JobRow) -> bool,
 ) {
-    let Ok(reader) = JobReader::open(job, format, parse) else { return };
+    let Ok(reader) = JobReader::open(job, format, parse) else {
+        return;
+    };
     for (index, item) in reader.enumerate() {
         if stop.requested() {
             return;
@@ -124,7 +126,7 @@ fn read_rows(
 
 impl Engine {
     /// Runs every unfinished row; returns why it stopped early, if it did.
-    pub async fn run(self: Arc<Self>, on_commit: Box<dyn FnMut(u64, &RowRecord) + Send>) -> Option<StopReason> {
+    pub async fn run(self: Arc<Self>, on_commit: super::writer::OnCommit) -> Option<StopReason> {
         let live = self.live.clone();
         let stop = self.stop.clone();
         let limit = self.options.max_failures;
@@ -139,7 +141,9 @@ impl Engine {
                         let failed = live.count(Outcome::Failed) + live.count(Outcome::Unknown);
                         let over = match limit {
                             Some(FailureLimit::Count(n)) => failed > n,
-                            Some(FailureLimit::Percent(p)) => failed as f64 > finished as f64 * p / 100.0,
+                            Some(FailureLimit::Percent(p)) => {
+                                failed as f64 > finished as f64 * p / 100.0
+                            }
                             None => false,
                         };
                         if over && finished >= WARM_UP_ROWS {
@@ -155,7 +159,12 @@ impl Engine {
         for lane in self.lanes.values() {
             let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
             let name = lane.name.clone();
-            let (job, format, parse, stop) = (self.job.clone(), self.format, self.parse.clone(), self.stop.clone());
+            let (job, format, parse, stop) = (
+                self.job.clone(),
+                self.format,
+                self.parse.clone(),
+                self.stop.clone(),
+            );
             tasks.spawn_blocking(move || {
                 read_rows(&job, format, parse, &stop, |index, row| {
                     if row.provider != name || row.group.is_some() {
@@ -166,15 +175,20 @@ impl Engine {
             });
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
             for _ in 0..lane.concurrency.max(1) {
-                let (engine, lane, rx, writer) = (self.clone(), lane.clone(), rx.clone(), writer.clone());
+                let (engine, lane, rx, writer) =
+                    (self.clone(), lane.clone(), rx.clone(), writer.clone());
                 tasks.spawn(async move {
                     loop {
                         let next = rx.lock().await.recv().await;
-                        let Some((index, row, queued)) = next else { break };
+                        let Some((index, row, queued)) = next else {
+                            break;
+                        };
                         if engine.stop.requested() {
                             break;
                         }
-                        engine.run_row(&lane, &writer, index, &row, queued.elapsed()).await;
+                        engine
+                            .run_row(&lane, &writer, index, &row, queued.elapsed())
+                            .await;
                     }
                 });
             }
@@ -182,7 +196,12 @@ impl Engine {
 
         // Groups: collected in one pass, each then run as a sequence.
         let groups = {
-            let (job, format, parse, stop) = (self.job.clone(), self.format, self.parse.clone(), self.stop.clone());
+            let (job, format, parse, stop) = (
+                self.job.clone(),
+                self.format,
+                self.parse.clone(),
+                self.stop.clone(),
+            );
             tokio::task::spawn_blocking(move || {
                 let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
                 read_rows(&job, format, parse, &stop, |index, row| {
@@ -200,7 +219,9 @@ impl Engine {
         for (_, rows) in groups {
             let (engine, writer, slots) = (self.clone(), writer.clone(), group_slots.clone());
             tasks.spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else { return };
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
                 engine.run_group(&writer, rows).await;
             });
         }
@@ -220,7 +241,14 @@ impl Engine {
     }
 
     /// Runs one row unless it is already final; returns its final outcome (if it got one now or before).
-    async fn run_row(&self, lane: &Lane, writer: &Writer, index: u64, row: &JobRow, queued: Duration) -> Option<Outcome> {
+    async fn run_row(
+        &self,
+        lane: &Lane,
+        writer: &Writer,
+        index: u64,
+        row: &JobRow,
+        queued: Duration,
+    ) -> Option<Outcome> {
         let prior = match self.store.get(index) {
             Ok(p) => p,
             Err(e) => {
@@ -228,18 +256,48 @@ impl Engine {
                 return None;
             }
         };
-        if let Some(outcome) = prior.as_ref().filter(|p| p.phase == Phase::Done).and_then(|p| p.outcome).filter(|o| o.is_final()) {
+        if let Some(outcome) = prior
+            .as_ref()
+            .filter(|p| p.phase == Phase::Done)
+            .and_then(|p| p.outcome)
+            .filter(|o| o.is_final())
+        {
             return Some(outcome);
         }
-        let ctx = RowContext { lane, policy: self.options.policy, preflight: self.options.preflight, wait: self.options.wait, writer };
-        match execute(&ctx, index, row, prior, queued).await {
+        let ctx = RowContext {
+            lane,
+            policy: self.options.policy,
+            preflight: self.options.preflight,
+            wait: self.options.wait,
+            writer,
+        };
+        let (end, gate_wait) = crate::provider::limiter::GATE_WAIT
+            .scope(std::cell::Cell::new(Duration::ZERO), async {
+                let end = execute(&ctx, index, row, prior, queued).await;
+                (end, crate::provider::limiter::GATE_WAIT.with(|w| w.get()))
+            })
+            .await;
+        let end = match end {
+            // Latency is the provider's; waiting for the rate gate counts as queueing.
+            RowEnd::Record(mut record) => {
+                let wait = gate_wait.as_millis() as u64;
+                record.latency_ms = record.latency_ms.map(|l| l.saturating_sub(wait));
+                record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
+                RowEnd::Record(record)
+            }
+            other => other,
+        };
+        match end {
             RowEnd::Record(record) => {
                 let outcome = record.outcome;
                 writer.put(index, record).await;
                 outcome
             }
             RowEnd::Aborted(e) => {
-                self.stop.request(StopReason::Auth { provider: lane.name.clone(), message: e.to_string() });
+                self.stop.request(StopReason::Auth {
+                    provider: lane.name.clone(),
+                    message: e.to_string(),
+                });
                 None
             }
         }
@@ -255,19 +313,31 @@ impl Engine {
             }
             if let Some(line) = blocked_by {
                 let prior = self.store.get(index).ok().flatten();
-                if prior.as_ref().and_then(|p| p.outcome).is_some_and(Outcome::is_final) {
+                if prior
+                    .as_ref()
+                    .and_then(|p| p.outcome)
+                    .is_some_and(Outcome::is_final)
+                {
                     continue;
                 }
                 let mut record = RowRecord::sending(chrono::Utc::now(), 0);
                 record.phase = Phase::Done;
                 record.outcome = Some(Outcome::Blocked);
-                record.reason = Some(format!("an earlier row of group `{}` (line {line}) did not succeed", row.group.as_deref().unwrap_or_default()));
+                record.reason = Some(format!(
+                    "an earlier row of group `{}` (line {line}) did not succeed",
+                    row.group.as_deref().unwrap_or_default()
+                ));
                 record.finished_at = record.started_at;
                 writer.put(index, record).await;
                 continue;
             }
-            let Some(lane) = self.lanes.get(&row.provider) else { continue };
-            match self.run_row(lane, writer, index, &row, Duration::ZERO).await {
+            let Some(lane) = self.lanes.get(&row.provider) else {
+                continue;
+            };
+            match self
+                .run_row(lane, writer, index, &row, Duration::ZERO)
+                .await
+            {
                 Some(Outcome::Succeeded | Outcome::Skipped) => {}
                 // Not confirmed yet: the next step waits for the next run, it is not blocked.
                 Some(Outcome::Pending) => return,

@@ -57,9 +57,15 @@ impl Attempt<'_> {
         }
         self.record.http_status = e.http_status;
         self.record.provider_code = e.code.clone();
-        let outcome = if e.maybe_applied { Outcome::Unknown } else { Outcome::Failed };
+        let outcome = if e.maybe_applied {
+            Outcome::Unknown
+        } else {
+            Outcome::Failed
+        };
         let reason = match e.class {
-            ErrorClass::Transient | ErrorClass::RateLimited => format!("gave up after {} attempts: {e}", self.record.attempts),
+            ErrorClass::Transient | ErrorClass::RateLimited => {
+                format!("gave up after {} attempts: {e}", self.record.attempts)
+            }
             _ => e.to_string(),
         };
         self.finish(outcome, Some(reason))
@@ -78,7 +84,12 @@ impl Attempt<'_> {
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && tries < self.ctx.policy.max_attempts => {
-                    tokio::time::sleep(self.ctx.policy.delay(tries, fastrand::f64(), e.retry_after)).await;
+                    tokio::time::sleep(self.ctx.policy.delay(
+                        tries,
+                        fastrand::f64(),
+                        e.retry_after,
+                    ))
+                    .await;
                 }
                 Err(e) => return Err(e),
             }
@@ -113,7 +124,9 @@ fn operations_seen(observed: &Observed) -> usize {
 
 /// An operation scheduled after the first `seen` that matches the row: ours.
 fn adopted_operation(row: &JobRow, observed: &Observed, seen: usize) -> Option<String> {
-    let Observed::Euicc(e) = observed else { return None };
+    let Observed::Euicc(e) = observed else {
+        return None;
+    };
     let (action, iccid, _) = operation_code(&row.operation);
     e.operations
         .iter()
@@ -123,11 +136,19 @@ fn adopted_operation(row: &JobRow, observed: &Observed, seen: usize) -> Option<S
 }
 
 /// Executes one row. `prior` is its stored record when resuming.
-pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Option<RowRecord>, queued: Duration) -> RowEnd {
+pub async fn execute(
+    ctx: &RowContext<'_>,
+    index: u64,
+    row: &JobRow,
+    prior: Option<RowRecord>,
+    queued: Duration,
+) -> RowEnd {
     let lane = ctx.lane;
     let mut attempt = Attempt {
         ctx,
-        record: prior.clone().unwrap_or_else(|| RowRecord::sending(Utc::now(), 0)),
+        record: prior
+            .clone()
+            .unwrap_or_else(|| RowRecord::sending(Utc::now(), 0)),
         started: Instant::now(),
     };
     attempt.record.queued_ms = Some(queued.as_millis() as u64);
@@ -136,13 +157,18 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
     }
 
     // A pending row from an earlier run: confirm it, do not send again.
-    if let Some(p) = prior.as_ref().filter(|p| p.phase == Phase::Done && p.outcome == Some(Outcome::Pending)) {
+    if let Some(p) = prior
+        .as_ref()
+        .filter(|p| p.phase == Phase::Done && p.outcome == Some(Outcome::Pending))
+    {
         if let Some(reference) = p.provider_ref.clone() {
             let after = p.after.clone().unwrap_or_default();
             return confirm(attempt, &reference, &after).await;
         }
     }
-    let interrupted = prior.as_ref().is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
+    let interrupted = prior
+        .as_ref()
+        .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
 
     let observed = match attempt.observe_settled(row).await {
         Ok(o) => o,
@@ -155,7 +181,16 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
 
     if interrupted {
         // Reconciliation after a crash: did the change land?
-        let seen: usize = prior.as_ref().and_then(|p| p.provider_ref.as_deref()?.strip_prefix("ops-before:")?.parse().ok()).unwrap_or(usize::MAX);
+        let seen: usize = prior
+            .as_ref()
+            .and_then(|p| {
+                p.provider_ref
+                    .as_deref()?
+                    .strip_prefix("ops-before:")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(usize::MAX);
         if let Some(reference) = adopted_operation(row, &observed, seen) {
             let after = prior.and_then(|p| p.after).unwrap_or_default();
             return confirm(attempt, &reference, &after).await;
@@ -168,7 +203,10 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
             attempt.record.before = before.clone();
             attempt.record.after = before;
             return if interrupted {
-                attempt.finish(Outcome::Succeeded, Some(format!("confirmed after an interrupted attempt: {reason}")))
+                attempt.finish(
+                    Outcome::Succeeded,
+                    Some(format!("confirmed after an interrupted attempt: {reason}")),
+                )
             } else {
                 attempt.finish(Outcome::Skipped, Some(reason))
             };
@@ -179,7 +217,8 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
         }
         // --no-preflight: send anyway and let the provider answer with its own error.
         Decision::Fail { before, .. } => {
-            let target = super::preflight::target_status(row.kind, &row.operation).unwrap_or_default();
+            let target =
+                super::preflight::target_status(row.kind, &row.operation).unwrap_or_default();
             (before, target.to_string())
         }
         Decision::Send { before, after } => (before, after),
@@ -193,7 +232,10 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
     marker.attempts = marker.attempts.max(1);
     marker.provider_ref = Some(format!("ops-before:{}", operations_seen(&observed)));
     if let Err(e) = ctx.writer.durable(index, marker).await {
-        return attempt.finish(Outcome::Unknown, Some(format!("checkpoint store failed: {e}")));
+        return attempt.finish(
+            Outcome::Unknown,
+            Some(format!("checkpoint store failed: {e}")),
+        );
     }
 
     let mut observed = observed;
@@ -217,7 +259,10 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
                     }
                     if let Decision::Skip { .. } = decide(row, &observed, move_target.as_deref()) {
                         attempt.record.after = Some(after);
-                        return attempt.finish(Outcome::Succeeded, Some("confirmed after a lost answer".into()));
+                        return attempt.finish(
+                            Outcome::Succeeded,
+                            Some("confirmed after a lost answer".into()),
+                        );
                     }
                 }
             }
@@ -232,7 +277,10 @@ pub async fn execute(ctx: &RowContext<'_>, index: u64, row: &JobRow, prior: Opti
         Sent::Accepted { reference } => {
             attempt.record.provider_ref = Some(reference.clone());
             if ctx.wait.is_none() {
-                return attempt.finish(Outcome::Pending, Some("accepted; confirmation not awaited (--no-wait)".into()));
+                return attempt.finish(
+                    Outcome::Pending,
+                    Some("accepted; confirmation not awaited (--no-wait)".into()),
+                );
             }
             confirm(attempt, &reference, &after).await
         }
@@ -254,7 +302,10 @@ async fn confirm(mut attempt: Attempt<'_>, reference: &str, after: &str) -> RowE
             }
             Ok(Polled::Failed { reason }) => return attempt.finish(Outcome::Failed, Some(reason)),
             Ok(Polled::Waiting) if Instant::now() >= deadline => {
-                return attempt.finish(Outcome::Pending, Some("accepted; not yet confirmed (run again to confirm)".into()));
+                return attempt.finish(
+                    Outcome::Pending,
+                    Some("accepted; not yet confirmed (run again to confirm)".into()),
+                );
             }
             Ok(Polled::Waiting) => pause = (pause * 2).min(Duration::from_secs(2)),
             Err(e) => return attempt.fail(e),

@@ -41,10 +41,16 @@ impl Lane {
         let found = match (&self.client, row.action().target_kind()) {
             (Client::Emnify(c), crate::job::TargetKind::Euicc) => {
                 let eid = row.target.eid().expect("eUICC rows have an EID").as_str();
-                return Ok(c.find_euicc(eid).await?.map_or(Observed::Missing, Observed::Euicc));
+                return Ok(c
+                    .find_euicc(eid)
+                    .await?
+                    .map_or(Observed::Missing, Observed::Euicc));
             }
             (Client::Emnify(c), _) => {
-                let with_device = matches!(row.operation, Operation::EnableDevice | Operation::DisableDevice);
+                let with_device = matches!(
+                    row.operation,
+                    Operation::EnableDevice | Operation::DisableDevice
+                );
                 c.find_sim(iccid, with_device).await?
             }
             (Client::Twilio(c), _) => c.find_sim(iccid).await?,
@@ -62,30 +68,49 @@ impl Lane {
     }
 
     /// Sends the row's change; `after` is what pre-flight expects it to produce.
-    pub async fn send(&self, row: &JobRow, observed: &Observed, after: &str) -> Result<Sent, ProviderError> {
+    pub async fn send(
+        &self,
+        row: &JobRow,
+        observed: &Observed,
+        after: &str,
+    ) -> Result<Sent, ProviderError> {
         let sim = match observed {
             Observed::Sim(s) => Some(s),
             _ => None,
         };
-        let sim_id = || sim.map(|s| s.id.clone()).ok_or_else(|| ProviderError::permanent("the SIM was not found"));
+        let sim_id = || {
+            sim.map(|s| s.id.clone())
+                .ok_or_else(|| ProviderError::permanent("the SIM was not found"))
+        };
         match (&self.client, &row.operation) {
             (Client::Emnify(c), Operation::Activate | Operation::Suspend) => {
                 c.set_sim_status(&sim_id()?, after).await?;
-                Ok(Sent::Done { after: after.into() })
+                Ok(Sent::Done {
+                    after: after.into(),
+                })
             }
             (Client::Emnify(c), Operation::Move { target }) => {
                 c.set_customer_org(&sim_id()?, target).await?;
-                Ok(Sent::Done { after: target.clone() })
+                Ok(Sent::Done {
+                    after: target.clone(),
+                })
             }
             (Client::Emnify(c), Operation::EnableDevice | Operation::DisableDevice) => {
-                let device = sim.and_then(|s| s.device.clone()).ok_or_else(|| ProviderError::permanent("no endpoint"))?;
-                c.set_endpoint_status(&device.0, matches!(row.operation, Operation::EnableDevice)).await?;
-                Ok(Sent::Done { after: after.into() })
+                let device = sim
+                    .and_then(|s| s.device.clone())
+                    .ok_or_else(|| ProviderError::permanent("no endpoint"))?;
+                c.set_endpoint_status(&device.0, matches!(row.operation, Operation::EnableDevice))
+                    .await?;
+                Ok(Sent::Done {
+                    after: after.into(),
+                })
             }
             (Client::Emnify(c), Operation::Delete { .. }) => {
                 let endpoint = sim.and_then(|s| s.device.as_ref().map(|d| d.0.clone()));
                 c.delete_sim(&sim_id()?, endpoint.as_deref()).await?;
-                Ok(Sent::Done { after: "deleted".into() })
+                Ok(Sent::Done {
+                    after: "deleted".into(),
+                })
             }
             (Client::Emnify(c), op) => {
                 let Observed::Euicc(euicc) = observed else {
@@ -93,10 +118,16 @@ impl Lane {
                 };
                 let request = euicc_request(op);
                 let id = c.schedule(&euicc.id, &request).await?;
-                Ok(Sent::Accepted { reference: format!("{}/{id}", euicc.id) })
+                Ok(Sent::Accepted {
+                    reference: format!("{}/{id}", euicc.id),
+                })
             }
-            (Client::Twilio(c), Operation::Activate | Operation::Suspend) => c.update(&sim_id()?, &[("Status", after)]).await,
-            (Client::Twilio(c), Operation::Move { .. }) => c.update(&sim_id()?, &[("Fleet", after)]).await,
+            (Client::Twilio(c), Operation::Activate | Operation::Suspend) => {
+                c.update(&sim_id()?, &[("Status", after)]).await
+            }
+            (Client::Twilio(c), Operation::Move { .. }) => {
+                c.update(&sim_id()?, &[("Fleet", after)]).await
+            }
             (Client::Twilio(c), Operation::Register { registration_code }) => {
                 let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
                 let sim = c.register(iccid, registration_code).await?;
@@ -109,16 +140,24 @@ impl Lane {
             (Client::Telnyx(c), Operation::Delete { report_lost }) => {
                 let id = sim_id()?;
                 c.delete(&id, *report_lost).await?;
-                Ok(Sent::Accepted { reference: format!("delete:{id}") })
+                Ok(Sent::Accepted {
+                    reference: format!("delete:{id}"),
+                })
             }
             (Client::Telnyx(c), Operation::Register { registration_code }) => {
                 let (registered, errors) = c.register(&[registration_code]).await?;
                 match registered.into_iter().next() {
-                    Some(sim) => Ok(Sent::Accepted { reference: format!("settle:{}", sim.id) }),
+                    Some(sim) => Ok(Sent::Accepted {
+                        reference: format!("settle:{}", sim.id),
+                    }),
                     None => Err(ProviderError::permanent(errors.join("; "))),
                 }
             }
-            (_, op) => Err(ProviderError::permanent(format!("`{}` is not supported by {}", op.action(), self.kind))),
+            (_, op) => Err(ProviderError::permanent(format!(
+                "`{}` is not supported by {}",
+                op.action(),
+                self.kind
+            ))),
         }
     }
 
@@ -126,7 +165,9 @@ impl Lane {
     pub async fn poll(&self, reference: &str, after: &str) -> Result<Polled, ProviderError> {
         match &self.client {
             Client::Emnify(c) => {
-                let (euicc, op) = reference.split_once('/').ok_or_else(|| ProviderError::permanent("malformed reference"))?;
+                let (euicc, op) = reference
+                    .split_once('/')
+                    .ok_or_else(|| ProviderError::permanent("malformed reference"))?;
                 c.poll_operation(euicc, op).await
             }
             Client::Twilio(c) => c.poll_status(reference, after).await,
@@ -152,15 +193,28 @@ pub fn euicc_request(op: &Operation) -> OperationRequest {
     };
     match op {
         Operation::EuiccAudit { validity_period }
-        | Operation::ProfileFallback { validity_period, .. }
-        | Operation::ProfileDelete { validity_period, .. } => request.validity_period = *validity_period,
-        Operation::ProfileDownload { activation_code, enable, rollback, validity_period } => {
+        | Operation::ProfileFallback {
+            validity_period, ..
+        }
+        | Operation::ProfileDelete {
+            validity_period, ..
+        } => request.validity_period = *validity_period,
+        Operation::ProfileDownload {
+            activation_code,
+            enable,
+            rollback,
+            validity_period,
+        } => {
             request.validity_period = *validity_period;
             request.activation_code = Some(activation_code.as_str().to_string());
             request.enable = Some(*enable);
             request.rollback = Some(*rollback);
         }
-        Operation::ProfileEnable { rollback, validity_period, .. } => {
+        Operation::ProfileEnable {
+            rollback,
+            validity_period,
+            ..
+        } => {
             request.validity_period = *validity_period;
             request.rollback = Some(*rollback);
         }

@@ -13,7 +13,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, base: Duration::from_millis(200), cap: Duration::from_secs(20) }
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+        }
     }
 }
 
@@ -21,7 +25,10 @@ impl RetryPolicy {
     /// How long to wait before attempt `attempt + 1` (attempt counts from 1), given a random
     /// fraction in `0.0..1.0` and the provider's `Retry-After`.
     pub fn delay(&self, attempt: u32, random: f64, retry_after: Option<Duration>) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         let jittered = ceiling.mul_f64(random.clamp(0.0, 1.0));
         jittered.max(retry_after.unwrap_or_default())
     }
@@ -38,6 +45,9 @@ mod tests {
         assert_eq!(p.delay(3, 1.0, None), Duration::from_millis(1600));
         assert_eq!(p.delay(30, 1.0, None), Duration::from_secs(20));
         assert_eq!(p.delay(3, 0.0, None), Duration::ZERO);
-        assert_eq!(p.delay(1, 0.5, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            p.delay(1, 0.5, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -30,7 +30,10 @@ pub type OnCommit = Box<dyn FnMut(u64, &RowRecord) + Send>;
 
 impl Writer {
     /// Starts the writer task; it ends when every `Writer` clone is dropped, after a last commit.
-    pub fn start(store: Arc<dyn CheckpointStore>, mut on_commit: OnCommit) -> (Writer, tokio::task::JoinHandle<Result<(), StoreError>>) {
+    pub fn start(
+        store: Arc<dyn CheckpointStore>,
+        mut on_commit: OnCommit,
+    ) -> (Writer, tokio::task::JoinHandle<Result<(), StoreError>>) {
         let (tx, mut rx) = mpsc::channel::<Write>(4096);
         let task = tokio::spawn(async move {
             let mut batch: Vec<Write> = Vec::with_capacity(BATCH_MAX);
@@ -43,11 +46,13 @@ impl Writer {
                         _ => break,
                     }
                 }
-                let rows: Vec<(u64, RowRecord)> = batch.iter().map(|w| (w.index, w.record.clone())).collect();
+                let rows: Vec<(u64, RowRecord)> =
+                    batch.iter().map(|w| (w.index, w.record.clone())).collect();
                 let store = store.clone();
-                let result = tokio::task::spawn_blocking(move || store.commit(&rows).map(|()| rows))
-                    .await
-                    .expect("the commit task does not panic");
+                let result =
+                    tokio::task::spawn_blocking(move || store.commit(&rows).map(|()| rows))
+                        .await
+                        .expect("the commit task does not panic");
                 match result {
                     Ok(rows) => {
                         for (index, record) in &rows {
@@ -77,12 +82,27 @@ impl Writer {
     /// Writes and waits until the record is durable.
     pub async fn durable(&self, index: u64, record: RowRecord) -> Result<(), String> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Write { index, record, ack: Some(ack) }).await.map_err(|_| "the checkpoint writer stopped".to_string())?;
-        done.await.map_err(|_| "the checkpoint writer stopped".to_string())?
+        self.tx
+            .send(Write {
+                index,
+                record,
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| "the checkpoint writer stopped".to_string())?;
+        done.await
+            .map_err(|_| "the checkpoint writer stopped".to_string())?
     }
 
     /// Writes without waiting (the next batch makes it durable).
     pub async fn put(&self, index: u64, record: RowRecord) {
-        let _ = self.tx.send(Write { index, record, ack: None }).await;
+        let _ = self
+            .tx
+            .send(Write {
+                index,
+                record,
+                ack: None,
+            })
+            .await;
     }
 }

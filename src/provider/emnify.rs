@@ -20,6 +20,7 @@ pub struct Emnify {
     http: Http,
     application_token: String,
     auth_token: RwLock<Option<String>>,
+    authenticating: tokio::sync::Mutex<()>,
     token_worked: AtomicBool,
 }
 
@@ -133,6 +134,7 @@ impl Emnify {
             http,
             application_token,
             auth_token: RwLock::new(None),
+            authenticating: tokio::sync::Mutex::new(()),
             token_worked: AtomicBool::new(false),
         }
     }
@@ -168,7 +170,12 @@ impl Emnify {
         }
     }
 
+    /// The current auth token; authenticates once however many workers ask at the same time.
     async fn token(&self) -> Result<String, ProviderError> {
+        if let Some(t) = self.auth_token.read().await.clone() {
+            return Ok(t);
+        }
+        let _single_flight = self.authenticating.lock().await;
         if let Some(t) = self.auth_token.read().await.clone() {
             return Ok(t);
         }

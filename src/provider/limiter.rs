@@ -16,6 +16,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::job::ProviderKind;
 
+tokio::task_local! {
+    /// Time the current row spent waiting at rate gates (set by the pipeline per row), so that
+    /// provider latency can be reported apart from limiter waits.
+    pub static GATE_WAIT: std::cell::Cell<Duration>;
+}
+
 /// A lane's limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LaneLimits {

@@ -1,0 +1,386 @@
+//! Reports (SPEC 4), always regenerable from the job file and the checkpoint store alone:
+//! `results.csv` (or `.jsonl`) with one row per job row in file order, `failed.csv` and
+//! `pending.csv` as job files that can be run again, and `summary.json`.
+//!
+//! Report files and their directory are created readable by the owner only: they name SIMs and
+//! accounts.
+
+pub mod histogram;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::job::write::CsvJobWriter;
+use crate::job::{Action, JobFormat, JobReader, JobRow, ParseOptions, RowResult};
+use crate::store::{CheckpointStore, Outcome, RowRecord, StoreError};
+use histogram::Histogram;
+
+/// The fixed columns of `results.csv`, then the job's extra columns.
+pub const RESULT_COLUMNS: [&str; 19] = [
+    "line",
+    "id",
+    "group",
+    "provider",
+    "action",
+    "iccid",
+    "eid",
+    "outcome",
+    "reason",
+    "before",
+    "after",
+    "attempts",
+    "http_status",
+    "provider_code",
+    "provider_ref",
+    "queued_ms",
+    "latency_ms",
+    "started_at",
+    "finished_at",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write reports in {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot re-read the job file: {0}")]
+    Job(String),
+}
+
+/// Counts and timings gathered while writing the results.
+#[derive(Debug, Default, Serialize)]
+pub struct Tally {
+    pub rows: u64,
+    pub outcomes: BTreeMap<Outcome, u64>,
+    pub per_provider: BTreeMap<String, BTreeMap<Outcome, u64>>,
+    pub per_action: BTreeMap<Action, BTreeMap<Outcome, u64>>,
+    pub not_started: u64,
+    pub attempts: u64,
+    #[serde(skip)]
+    pub latency: Histogram,
+    #[serde(skip)]
+    pub queued: Histogram,
+}
+
+impl Tally {
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+}
+
+/// Neutralises spreadsheet formulas (`=HYPERLINK(...)`) in report cells meant to be opened in a
+/// spreadsheet: a leading quote makes them text.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
+            std::borrow::Cow::Owned(format!("'{cell}"))
+        }
+        _ => std::borrow::Cow::Borrowed(cell),
+    }
+}
+
+fn private_file(path: &Path) -> std::io::Result<BufWriter<File>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    Ok(BufWriter::new(options.open(path)?))
+}
+
+/// Creates the reports directory (owner-only on Unix).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Where the report files are.
+pub struct ReportFiles {
+    pub dir: PathBuf,
+    pub results: PathBuf,
+}
+
+/// Writes results, failed and pending files; returns the tally for the summary.
+pub fn write_rows(
+    dir: &Path,
+    job: &Path,
+    format: Option<JobFormat>,
+    parse: &ParseOptions,
+    store: &dyn CheckpointStore,
+    results_format: JobFormat,
+) -> Result<(ReportFiles, Tally), ReportError> {
+    let io = |source| ReportError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    create_dir(dir).map_err(io)?;
+    let reader =
+        JobReader::open(job, format, parse.clone()).map_err(|d| ReportError::Job(d.message))?;
+    let extras = reader.extra_columns();
+    let results_path = dir.join(match results_format {
+        JobFormat::Csv => "results.csv",
+        JobFormat::Jsonl => "results.jsonl",
+    });
+    let mut results = ResultsWriter::new(
+        private_file(&results_path).map_err(io)?,
+        results_format,
+        &extras,
+    )
+    .map_err(io)?;
+    let mut failed = CsvJobWriter::new(
+        private_file(&dir.join("failed.csv")).map_err(io)?,
+        extras.clone(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let mut pending = CsvJobWriter::new(
+        private_file(&dir.join("pending.csv")).map_err(io)?,
+        extras.clone(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let mut tally = Tally::default();
+    let mut records = store.rows().peekable();
+    for (index, item) in reader.enumerate() {
+        let index = index as u64;
+        tally.rows += 1;
+        // Records come in index order; rows without one have not started.
+        let mut record = None;
+        while let Some(Ok((i, _))) = records.peek() {
+            if *i < index {
+                records.next();
+            } else {
+                if *i == index {
+                    record = records.next().transpose()?.map(|(_, r)| r);
+                }
+                break;
+            }
+        }
+        if let Some(Err(_)) = records.peek() {
+            records.next().transpose()?;
+        }
+        match item {
+            RowResult::Valid(parsed) => {
+                let row = parsed.row;
+                let outcome = record.as_ref().and_then(|r| r.outcome);
+                match outcome {
+                    Some(o) => {
+                        *tally.outcomes.entry(o).or_default() += 1;
+                        *tally
+                            .per_provider
+                            .entry(row.provider.clone())
+                            .or_default()
+                            .entry(o)
+                            .or_default() += 1;
+                        *tally
+                            .per_action
+                            .entry(row.action())
+                            .or_default()
+                            .entry(o)
+                            .or_default() += 1;
+                    }
+                    None => tally.not_started += 1,
+                }
+                if let Some(r) = &record {
+                    tally.attempts += u64::from(r.attempts);
+                    if let Some(ms) = r.latency_ms {
+                        tally.latency.record(ms);
+                    }
+                    if let Some(ms) = r.queued_ms {
+                        tally.queued.record(ms);
+                    }
+                }
+                results.write(&row, record.as_ref(), &extras).map_err(io)?;
+                match outcome {
+                    Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked) => {
+                        failed.write(&row).map_err(|e| io(e.into()))?
+                    }
+                    Some(Outcome::Pending) => pending.write(&row).map_err(|e| io(e.into()))?,
+                    _ => {}
+                }
+            }
+            RowResult::Invalid(diags) => {
+                *tally.outcomes.entry(Outcome::Invalid).or_default() += 1;
+                let line = diags.first().and_then(|d| d.line).unwrap_or(0);
+                let reason = diags
+                    .iter()
+                    .map(|d| d.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                results
+                    .write_invalid(line, &reason, extras.len())
+                    .map_err(io)?;
+            }
+            RowResult::Fatal(d) => return Err(ReportError::Job(d.message)),
+        }
+    }
+    results.finish().map_err(io)?;
+    failed.finish().map_err(io)?;
+    pending.finish().map_err(io)?;
+    Ok((
+        ReportFiles {
+            dir: dir.to_path_buf(),
+            results: results_path,
+        },
+        tally,
+    ))
+}
+
+enum ResultsWriter<W: Write> {
+    Csv(Box<csv::Writer<W>>),
+    Jsonl(W),
+}
+
+fn cells(row: &JobRow, record: Option<&RowRecord>) -> [String; 19] {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let r = record;
+    [
+        row.line.to_string(),
+        row.id.clone(),
+        opt(row.group.clone()),
+        row.provider.clone(),
+        row.action().name().to_string(),
+        opt(row.target.iccid().map(|i| i.to_string())),
+        opt(row.target.eid().map(|e| e.to_string())),
+        opt(r.and_then(|r| r.outcome).map(|o| o.name().to_string())),
+        match r {
+            Some(r) => opt(r.reason.clone()),
+            None => "not started: run again to resume".into(),
+        },
+        opt(r.and_then(|r| r.before.clone())),
+        opt(r.and_then(|r| r.after.clone())),
+        r.map_or(String::new(), |r| r.attempts.to_string()),
+        opt(r.and_then(|r| r.http_status).map(|s| s.to_string())),
+        opt(r.and_then(|r| r.provider_code.clone())),
+        opt(r
+            .and_then(|r| r.provider_ref.clone())
+            .filter(|p| !p.starts_with("ops-before:"))),
+        opt(r.and_then(|r| r.queued_ms).map(|v| v.to_string())),
+        opt(r.and_then(|r| r.latency_ms).map(|v| v.to_string())),
+        opt(r
+            .and_then(|r| r.started_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        opt(r
+            .and_then(|r| r.finished_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+    ]
+}
+
+impl<W: Write> ResultsWriter<W> {
+    fn new(out: W, format: JobFormat, extras: &[Arc<str>]) -> std::io::Result<Self> {
+        Ok(match format {
+            JobFormat::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                let header = RESULT_COLUMNS
+                    .iter()
+                    .copied()
+                    .chain(extras.iter().map(|e| &**e));
+                w.write_record(header)?;
+                ResultsWriter::Csv(Box::new(w))
+            }
+            JobFormat::Jsonl => ResultsWriter::Jsonl(out),
+        })
+    }
+
+    fn write(
+        &mut self,
+        row: &JobRow,
+        record: Option<&RowRecord>,
+        extras: &[Arc<str>],
+    ) -> std::io::Result<()> {
+        let cells = cells(row, record);
+        let extra_value = |name: &Arc<str>| {
+            row.extra
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        match self {
+            ResultsWriter::Csv(w) => {
+                let fixed = cells.iter().map(|c| neutralise(c));
+                let carried = extras.iter().map(|e| neutralise(extra_value(e)));
+                w.write_record(fixed.chain(carried).map(|c| c.into_owned()))?;
+            }
+            ResultsWriter::Jsonl(w) => {
+                let mut object = serde_json::Map::new();
+                for (name, value) in RESULT_COLUMNS.iter().zip(cells) {
+                    object.insert(name.to_string(), serde_json::Value::String(value));
+                }
+                for (name, value) in &row.extra {
+                    object.insert(name.to_string(), serde_json::Value::String(value.clone()));
+                }
+                serde_json::to_writer(&mut *w, &object)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_invalid(&mut self, line: u64, reason: &str, extras: usize) -> std::io::Result<()> {
+        let mut cells = vec![String::new(); RESULT_COLUMNS.len() + extras];
+        cells[0] = line.to_string();
+        cells[7] = "invalid".into();
+        cells[8] = reason.to_string();
+        match self {
+            ResultsWriter::Csv(w) => {
+                w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))?
+            }
+            ResultsWriter::Jsonl(w) => {
+                serde_json::to_writer(
+                    &mut *w,
+                    &serde_json::json!({"line": line.to_string(), "outcome": "invalid", "reason": reason}),
+                )?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            ResultsWriter::Csv(mut w) => w.flush(),
+            ResultsWriter::Jsonl(mut w) => w.flush(),
+        }
+    }
+}
+
+/// Writes `summary.json` (owner-only).
+pub fn write_summary(dir: &Path, summary: &serde_json::Value) -> Result<PathBuf, ReportError> {
+    let io = |source| ReportError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let path = dir.join("summary.json");
+    let mut out = private_file(&path).map_err(io)?;
+    serde_json::to_writer_pretty(&mut out, summary).map_err(|e| io(e.into()))?;
+    out.write_all(b"\n").map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_neutralised() {
+        assert_eq!(
+            neutralise("=HYPERLINK(\"http://x\")"),
+            "'=HYPERLINK(\"http://x\")"
+        );
+        assert_eq!(neutralise("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(neutralise("plain"), "plain");
+        assert_eq!(neutralise(""), "");
+    }
+}
