@@ -4,6 +4,8 @@
 mod clients;
 mod jobs;
 mod roundtrip;
+mod run_actions;
+mod run_support;
 mod sandbox_emnify;
 mod sandbox_faults;
 mod sandbox_limits;

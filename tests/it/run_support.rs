@@ -1,0 +1,111 @@
+//! Helpers for tests of `simbatch run`: an in-process sandbox, a temporary working directory
+//! with a `simbatch.toml` pointing every provider at it, and the real binary run there with
+//! credentials in its environment (never on its command line).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Output;
+
+use simbatch::sandbox::SandboxConfig;
+
+use crate::sandbox_support::Sb;
+
+pub const TOKEN: &str = "test-token";
+
+pub struct RunEnv {
+    pub sb: Sb,
+    pub dir: tempfile::TempDir,
+}
+
+impl RunEnv {
+    pub async fn new(config: SandboxConfig) -> RunEnv {
+        let sb = Sb::start(config).await;
+        let dir = tempfile::tempdir().unwrap();
+        let toml: String = ["emnify", "twilio", "telnyx"]
+            .iter()
+            .map(|k| {
+                format!(
+                    "[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{}/{k}\"\n",
+                    sb.base
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("simbatch.toml"), toml).unwrap();
+        RunEnv { sb, dir }
+    }
+
+    pub fn write_job(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str], token: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("simbatch"));
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("EMNIFY_APPLICATION_TOKEN", token)
+            .env("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001")
+            .env("TWILIO_AUTH_TOKEN", token)
+            .env("TELNYX_API_KEY", token);
+        cmd
+    }
+
+    /// Runs the binary to completion off the async runtime (the sandbox keeps serving).
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_token(args, TOKEN).await
+    }
+
+    pub async fn run_with_token(&self, args: &[&str], token: &str) -> Output {
+        let mut cmd = self.command(args, token);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The rows of the single run's `results.csv`, as maps from column to value.
+    pub fn results(&self) -> Vec<HashMap<String, String>> {
+        let reports = self.dir.path().join("reports");
+        let run = std::fs::read_dir(&reports)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        read_csv(&run.join("results.csv"))
+    }
+
+    pub fn report_dir(&self) -> PathBuf {
+        std::fs::read_dir(self.dir.path().join("reports"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    }
+}
+
+pub fn read_csv(path: &std::path::Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            headers
+                .iter()
+                .zip(r.unwrap().iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
