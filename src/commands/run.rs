@@ -110,6 +110,7 @@ fn build_lane(config: &ProviderConfig, args: &RunArgs) -> anyhow::Result<Lane> {
         kind: config.kind,
         client,
         concurrency: args.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize),
+        snapshot: std::sync::Mutex::new(None),
     })
 }
 

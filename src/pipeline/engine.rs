@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::confirm::{Confirmer, Handoff};
 use super::execute::{execute, RowContext, RowEnd};
 use super::lane::Lane;
 use super::retry::RetryPolicy;
@@ -155,43 +156,26 @@ impl Engine {
             }),
         );
 
+        let mut confirmers = BTreeMap::new();
+        let mut confirmer_tasks = Vec::new();
+        for (name, lane) in &self.lanes {
+            let wait = self.options.wait.unwrap_or(Duration::ZERO);
+            let (confirmer, task) =
+                Confirmer::start(lane.clone(), writer.clone(), wait, self.stop.clone());
+            confirmers.insert(name.clone(), confirmer);
+            confirmer_tasks.push(task);
+        }
+        let confirmers = Arc::new(confirmers);
+
         let mut tasks = tokio::task::JoinSet::new();
         for lane in self.lanes.values() {
-            let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
-            let name = lane.name.clone();
-            let (job, format, parse, stop) = (
-                self.job.clone(),
-                self.format,
-                self.parse.clone(),
-                self.stop.clone(),
+            let (engine, lane, writer, confirmers) = (
+                self.clone(),
+                lane.clone(),
+                writer.clone(),
+                confirmers.clone(),
             );
-            tasks.spawn_blocking(move || {
-                read_rows(&job, format, parse, &stop, |index, row| {
-                    if row.provider != name || row.group.is_some() {
-                        return true;
-                    }
-                    tx.blocking_send((index, row, Instant::now())).is_ok()
-                });
-            });
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..lane.concurrency.max(1) {
-                let (engine, lane, rx, writer) =
-                    (self.clone(), lane.clone(), rx.clone(), writer.clone());
-                tasks.spawn(async move {
-                    loop {
-                        let next = rx.lock().await.recv().await;
-                        let Some((index, row, queued)) = next else {
-                            break;
-                        };
-                        if engine.stop.requested() {
-                            break;
-                        }
-                        engine
-                            .run_row(&lane, &writer, index, &row, queued.elapsed())
-                            .await;
-                    }
-                });
-            }
+            tasks.spawn(async move { engine.run_lane(lane, writer, confirmers).await });
         }
 
         // Groups: collected in one pass, each then run as a sequence.
@@ -217,12 +201,17 @@ impl Engine {
         };
         let group_slots = Arc::new(Semaphore::new(self.options.group_concurrency.max(1)));
         for (_, rows) in groups {
-            let (engine, writer, slots) = (self.clone(), writer.clone(), group_slots.clone());
+            let (engine, writer, slots, confirmers) = (
+                self.clone(),
+                writer.clone(),
+                group_slots.clone(),
+                confirmers.clone(),
+            );
             tasks.spawn(async move {
                 let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
-                engine.run_group(&writer, rows).await;
+                engine.run_group(&writer, &confirmers, rows).await;
             });
         }
 
@@ -233,6 +222,10 @@ impl Engine {
                 }
             }
         }
+        drop(confirmers);
+        for task in confirmer_tasks {
+            let _ = task.await;
+        }
         drop(writer);
         if let Ok(Err(e)) = writer_task.await {
             self.stop.request(StopReason::Store(e.to_string()));
@@ -240,14 +233,129 @@ impl Engine {
         self.stop.reason()
     }
 
-    /// Runs one row unless it is already final; returns its final outcome (if it got one now or before).
+    /// One lane: list its inventory if that saves requests, then feed its ungrouped rows to its
+    /// workers from its own pass over the job.
+    async fn run_lane(
+        self: Arc<Self>,
+        lane: Arc<Lane>,
+        writer: Writer,
+        confirmers: Arc<BTreeMap<String, Confirmer>>,
+    ) {
+        let wanted = {
+            let (job, format, parse, stop, lane) = (
+                self.job.clone(),
+                self.format,
+                self.parse.clone(),
+                self.stop.clone(),
+                lane.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let mut wanted = std::collections::HashSet::new();
+                read_rows(&job, format, parse, &stop, |_, row| {
+                    if row.provider == lane.name && lane.snapshot_eligible(&row) {
+                        if let Some(iccid) = row.target.iccid() {
+                            wanted.insert(super::lane::snapshot_key(iccid.as_str()));
+                        }
+                    }
+                    true
+                });
+                wanted
+            })
+            .await
+            .unwrap_or_default()
+        };
+        match lane.prefetch(&wanted).await {
+            Ok(pages) if pages > 0 => {
+                tracing::info!(lane = %lane.name, pages, rows = wanted.len(), "listed the inventory instead of looking rows up")
+            }
+            Ok(_) => {}
+            Err(e) if e.class == crate::provider::ErrorClass::Auth => {
+                self.stop.request(StopReason::Auth {
+                    provider: lane.name.clone(),
+                    message: e.to_string(),
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lane = %lane.name, error = %e, "could not list the inventory; looking rows up one by one")
+            }
+        }
+        drop(wanted);
+
+        let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
+        let reader = {
+            let (job, format, parse, stop, name) = (
+                self.job.clone(),
+                self.format,
+                self.parse.clone(),
+                self.stop.clone(),
+                lane.name.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                read_rows(&job, format, parse, &stop, |index, row| {
+                    if row.provider != name || row.group.is_some() {
+                        return true;
+                    }
+                    tx.blocking_send((index, row, Instant::now())).is_ok()
+                });
+            })
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..lane.concurrency.max(1) {
+            let (engine, lane, rx, writer, confirmers) = (
+                self.clone(),
+                lane.clone(),
+                rx.clone(),
+                writer.clone(),
+                confirmers.clone(),
+            );
+            workers.spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((index, row, queued)) = next else {
+                        break;
+                    };
+                    if engine.stop.requested() {
+                        break;
+                    }
+                    engine
+                        .run_row(
+                            &lane,
+                            &writer,
+                            &confirmers,
+                            index,
+                            &row,
+                            queued.elapsed(),
+                            false,
+                        )
+                        .await;
+                }
+            });
+        }
+        while let Some(result) = workers.join_next().await {
+            if let Err(e) = result {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+    }
+
+    /// Runs one row unless it is already final; returns its final outcome (if it got one now or
+    /// before). With `await_confirmation`, an accepted change is waited for (groups need it).
+    #[allow(clippy::too_many_arguments)]
     async fn run_row(
         &self,
         lane: &Lane,
         writer: &Writer,
+        confirmers: &BTreeMap<String, Confirmer>,
         index: u64,
         row: &JobRow,
         queued: Duration,
+        await_confirmation: bool,
     ) -> Option<Outcome> {
         let prior = match self.store.get(index) {
             Ok(p) => p,
@@ -277,17 +385,63 @@ impl Engine {
                 (end, crate::provider::limiter::GATE_WAIT.with(|w| w.get()))
             })
             .await;
+        // Latency is the provider's; waiting for the rate gate counts as queueing.
+        let wait = gate_wait.as_millis() as u64;
         let end = match end {
-            // Latency is the provider's; waiting for the rate gate counts as queueing.
             RowEnd::Record(mut record) => {
-                let wait = gate_wait.as_millis() as u64;
                 record.latency_ms = record.latency_ms.map(|l| l.saturating_sub(wait));
                 record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
                 RowEnd::Record(record)
             }
+            RowEnd::Handoff {
+                mut record,
+                reference,
+                after,
+                started,
+            } => {
+                record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
+                RowEnd::Handoff {
+                    record,
+                    reference,
+                    after,
+                    started: started + gate_wait,
+                }
+            }
             other => other,
         };
         match end {
+            RowEnd::Handoff {
+                record,
+                reference,
+                after,
+                started,
+            } => {
+                let confirmer = confirmers
+                    .get(&lane.name)
+                    .expect("every lane has a confirmer");
+                if await_confirmation {
+                    let (done, outcome) = tokio::sync::oneshot::channel();
+                    confirmer.submit(Handoff {
+                        index,
+                        record,
+                        reference,
+                        after,
+                        started,
+                        done: Some(done),
+                    });
+                    outcome.await.ok().flatten()
+                } else {
+                    confirmer.submit(Handoff {
+                        index,
+                        record,
+                        reference,
+                        after,
+                        started,
+                        done: None,
+                    });
+                    None
+                }
+            }
             RowEnd::Record(record) => {
                 let outcome = record.outcome;
                 writer.put(index, record).await;
@@ -305,7 +459,12 @@ impl Engine {
 
     /// Runs a group's rows in file order, each only after the previous one succeeded (or was a
     /// no-op); after a failure the rest are `blocked`.
-    async fn run_group(&self, writer: &Writer, rows: Vec<(u64, JobRow)>) {
+    async fn run_group(
+        &self,
+        writer: &Writer,
+        confirmers: &BTreeMap<String, Confirmer>,
+        rows: Vec<(u64, JobRow)>,
+    ) {
         let mut blocked_by: Option<u64> = None;
         for (index, row) in rows {
             if self.stop.requested() {
@@ -335,7 +494,7 @@ impl Engine {
                 continue;
             };
             match self
-                .run_row(lane, writer, index, &row, Duration::ZERO)
+                .run_row(lane, writer, confirmers, index, &row, Duration::ZERO, true)
                 .await
             {
                 Some(Outcome::Succeeded | Outcome::Skipped) => {}

@@ -16,7 +16,7 @@ use super::preflight::{decide, operation_code, Decision, Observed};
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::JobRow;
-use crate::provider::{ErrorClass, Polled, ProviderError, Sent};
+use crate::provider::{ErrorClass, ProviderError, Sent};
 use crate::store::{Outcome, Phase, RowRecord};
 
 /// What a row needs from its run.
@@ -28,9 +28,16 @@ pub struct RowContext<'a> {
     pub writer: &'a Writer,
 }
 
-/// How a row ended.
+/// How a row ended (for now).
 pub enum RowEnd {
     Record(RowRecord),
+    /// Accepted by the provider; the confirmer takes it from here.
+    Handoff {
+        record: RowRecord,
+        reference: String,
+        after: String,
+        started: Instant,
+    },
     /// Credentials were refused: the run must stop; the row stays resumable.
     Aborted(ProviderError),
 }
@@ -163,17 +170,29 @@ pub async fn execute(
     {
         if let Some(reference) = p.provider_ref.clone() {
             let after = p.after.clone().unwrap_or_default();
-            return confirm(attempt, &reference, &after).await;
+            return handoff(attempt, reference, after);
         }
     }
     let interrupted = prior
         .as_ref()
         .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
 
-    let observed = match attempt.observe_settled(row).await {
+    let first = if interrupted {
+        attempt.observe_settled(row).await
+    } else {
+        attempt.retrying(|| lane.observe_first(row)).await
+    };
+    let mut observed = match first {
         Ok(o) => o,
         Err(e) => return attempt.fail(e),
     };
+    if matches!(&observed, Observed::Sim(s) if !s.settled) {
+        // Listed mid-change (or changing now): wait for it to settle before deciding.
+        observed = match attempt.observe_settled(row).await {
+            Ok(o) => o,
+            Err(e) => return attempt.fail(e),
+        };
+    }
     let move_target = match attempt.retrying(|| lane.move_target(row)).await {
         Ok(t) => t,
         Err(e) => return attempt.fail(e),
@@ -193,7 +212,7 @@ pub async fn execute(
             .unwrap_or(usize::MAX);
         if let Some(reference) = adopted_operation(row, &observed, seen) {
             let after = prior.and_then(|p| p.after).unwrap_or_default();
-            return confirm(attempt, &reference, &after).await;
+            return handoff(attempt, reference, after);
         }
     }
 
@@ -238,7 +257,6 @@ pub async fn execute(
         );
     }
 
-    let mut observed = observed;
     let seen = operations_seen(&observed);
     let mut tries = 0;
     let sent = loop {
@@ -255,7 +273,7 @@ pub async fn execute(
                         Err(e) => return attempt.fail(e),
                     };
                     if let Some(reference) = adopted_operation(row, &observed, seen) {
-                        return confirm(attempt, &reference, &after).await;
+                        return handoff(attempt, reference, after);
                     }
                     if let Decision::Skip { .. } = decide(row, &observed, move_target.as_deref()) {
                         attempt.record.after = Some(after);
@@ -282,33 +300,19 @@ pub async fn execute(
                     Some("accepted; confirmation not awaited (--no-wait)".into()),
                 );
             }
-            confirm(attempt, &reference, &after).await
+            handoff(attempt, reference, after)
         }
     }
 }
 
-/// Polls an asynchronous change until it settles or the wait timeout passes.
-async fn confirm(mut attempt: Attempt<'_>, reference: &str, after: &str) -> RowEnd {
-    let lane = attempt.ctx.lane;
-    attempt.record.provider_ref = Some(reference.to_string());
-    let deadline = Instant::now() + attempt.ctx.wait.unwrap_or(Duration::ZERO);
-    let mut pause = Duration::from_millis(100);
-    loop {
-        tokio::time::sleep(pause).await;
-        match attempt.retrying(|| lane.poll(reference, after)).await {
-            Ok(Polled::Done { after }) => {
-                attempt.record.after = Some(after);
-                return attempt.finish(Outcome::Succeeded, None);
-            }
-            Ok(Polled::Failed { reason }) => return attempt.finish(Outcome::Failed, Some(reason)),
-            Ok(Polled::Waiting) if Instant::now() >= deadline => {
-                return attempt.finish(
-                    Outcome::Pending,
-                    Some("accepted; not yet confirmed (run again to confirm)".into()),
-                );
-            }
-            Ok(Polled::Waiting) => pause = (pause * 2).min(Duration::from_secs(2)),
-            Err(e) => return attempt.fail(e),
-        }
+/// Hands an accepted change to the lane's confirmer.
+fn handoff(mut attempt: Attempt<'_>, reference: String, after: String) -> RowEnd {
+    attempt.record.provider_ref = Some(reference.clone());
+    attempt.record.after = Some(after.clone());
+    RowEnd::Handoff {
+        record: attempt.record,
+        reference,
+        after,
+        started: attempt.started,
     }
 }

@@ -2,12 +2,15 @@
 //! calls: observe the target, send the change, poll an asynchronous change. References to
 //! asynchronous changes are strings the lane alone interprets (stored in the checkpoint).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
 use crate::job::{JobRow, Operation, ProviderKind};
 use crate::provider::emnify::{Emnify, OperationRequest};
 use crate::provider::http::Http;
 use crate::provider::telnyx::Telnyx;
 use crate::provider::twilio::Twilio;
-use crate::provider::{Polled, ProviderError, Sent};
+use crate::provider::{Polled, ProviderError, Sent, SimState};
 
 use super::preflight::{operation_code, Observed};
 
@@ -24,6 +27,24 @@ pub struct Lane {
     pub client: Client,
     /// Workers of this lane (requests in flight at once, at most).
     pub concurrency: usize,
+    /// The inventory as listed before dispatch, for the job's ICCIDs only (`None`: the SIM was
+    /// not listed). Each entry is used once: a second row for the same SIM reads live.
+    pub snapshot: Mutex<Option<HashMap<String, Option<SimState>>>>,
+}
+
+/// Fewer rows than this in a lane are looked up one by one: listing would not pay.
+pub const SNAPSHOT_MIN_ROWS: usize = 50;
+/// Confirmations are swept in batches once at least this many are waiting.
+const BATCH_SWEEP_MIN: usize = 4;
+
+/// The ICCID under which a lane's listing and its job rows meet (emnify's 19-digit form gets
+/// its Luhn digit).
+pub fn snapshot_key(iccid: &str) -> String {
+    if iccid.len() == 19 {
+        crate::job::ids::luhn_complete(iccid)
+    } else {
+        iccid.to_string()
+    }
 }
 
 impl Lane {
@@ -35,7 +56,218 @@ impl Lane {
         }
     }
 
-    /// What the provider shows for the row's target now.
+    /// Whether a row may be resolved from the snapshot (rows in groups, device rows and rows
+    /// being reconciled always read live: the snapshot is stale once the job itself acts).
+    pub fn snapshot_eligible(&self, row: &JobRow) -> bool {
+        row.group.is_none()
+            && row.action().target_kind() == crate::job::TargetKind::Sim
+            && !matches!(
+                row.operation,
+                Operation::EnableDevice | Operation::DisableDevice
+            )
+    }
+
+    /// Lists the inventory page by page when that costs fewer requests than looking `wanted`
+    /// up one by one. Returns how many pages were read (0: not worth it).
+    pub async fn prefetch(&self, wanted: &HashSet<String>) -> Result<u64, ProviderError> {
+        if wanted.len() < SNAPSHOT_MIN_ROWS {
+            return Ok(0);
+        }
+        let budget = wanted.len() as u64;
+        let mut listed: Vec<(String, SimState)> = Vec::new();
+        let pages = match &self.client {
+            Client::Emnify(c) => {
+                let (first, pages) = c.sim_page(1).await?;
+                if pages >= budget {
+                    return Ok(0);
+                }
+                listed.extend(first.into_iter().filter(|(i, _)| wanted.contains(i)));
+                for page in 2..=pages {
+                    listed.extend(
+                        c.sim_page(page)
+                            .await?
+                            .0
+                            .into_iter()
+                            .filter(|(i, _)| wanted.contains(i)),
+                    );
+                }
+                pages
+            }
+            Client::Telnyx(c) => {
+                let (first, pages) = c.sim_page(1).await?;
+                if pages >= budget {
+                    return Ok(0);
+                }
+                listed.extend(first.into_iter().filter(|(i, _)| wanted.contains(i)));
+                for page in 2..=pages {
+                    listed.extend(
+                        c.sim_page(page)
+                            .await?
+                            .0
+                            .into_iter()
+                            .filter(|(i, _)| wanted.contains(i)),
+                    );
+                }
+                pages
+            }
+            Client::Twilio(c) => match c.list(None, budget / 2).await? {
+                Some(all) => {
+                    let pages = (all.len() as u64).div_ceil(1000).max(1);
+                    listed.extend(all.into_iter().filter(|(i, _)| wanted.contains(i)));
+                    pages
+                }
+                None => return Ok(0),
+            },
+        };
+        let mut snapshot: HashMap<String, Option<SimState>> =
+            wanted.iter().map(|i| (i.clone(), None)).collect();
+        for (iccid, state) in listed {
+            snapshot.insert(iccid, Some(state));
+        }
+        *self.snapshot.lock().expect("snapshot lock") = Some(snapshot);
+        Ok(pages)
+    }
+
+    /// The listed state of a row's SIM, once; `None` when it must be read live.
+    fn from_snapshot(&self, row: &JobRow) -> Option<Observed> {
+        if !self.snapshot_eligible(row) {
+            return None;
+        }
+        let key = snapshot_key(row.target.iccid()?.as_str());
+        let mut guard = self.snapshot.lock().expect("snapshot lock");
+        let entry = guard.as_mut()?.remove(&key)?;
+        Some(entry.map_or(Observed::Missing, Observed::Sim))
+    }
+
+    /// What the provider shows for the row's target: from the snapshot when allowed, else live.
+    pub async fn observe_first(&self, row: &JobRow) -> Result<Observed, ProviderError> {
+        match self.from_snapshot(row) {
+            Some(observed) => Ok(observed),
+            None => self.observe(row).await,
+        }
+    }
+
+    /// Confirms many asynchronous changes at once where the provider can list them (Telnyx
+    /// actions by status, Twilio Sims by status); otherwise one read each. One result per
+    /// `(reference, after)` in order.
+    pub async fn sweep(&self, waiting: &[(String, String)]) -> Vec<Result<Polled, ProviderError>> {
+        let batchable = |r: &str| match self.client {
+            Client::Telnyx(_) => !r.contains(':'),
+            Client::Twilio(_) => true,
+            Client::Emnify(_) => false,
+        };
+        let batch: Vec<usize> = (0..waiting.len())
+            .filter(|&i| batchable(&waiting[i].0))
+            .collect();
+        let mut results: Vec<Option<Result<Polled, ProviderError>>> = vec![None; waiting.len()];
+        if batch.len() >= BATCH_SWEEP_MIN {
+            match self.batch_sweep(waiting, &batch).await {
+                Ok(found) => {
+                    for (i, r) in batch.iter().zip(found) {
+                        results[*i] = Some(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    for i in &batch {
+                        results[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for (i, (reference, after)) in waiting.iter().enumerate() {
+            out.push(match results[i].take() {
+                Some(r) => r,
+                None => self.poll(reference, after).await,
+            });
+        }
+        out
+    }
+
+    async fn batch_sweep(
+        &self,
+        waiting: &[(String, String)],
+        batch: &[usize],
+    ) -> Result<Vec<Polled>, ProviderError> {
+        match &self.client {
+            // In-progress first, then failed: an action that fails between the two reads shows
+            // up in the second, so it can never pass for completed.
+            Client::Telnyx(c) => {
+                let in_progress: HashSet<String> = c
+                    .actions_with_status("in-progress")
+                    .await?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                let failed: HashMap<String, Option<String>> =
+                    c.actions_with_status("failed").await?.into_iter().collect();
+                Ok(batch
+                    .iter()
+                    .map(|&i| {
+                        let (reference, after) = &waiting[i];
+                        if in_progress.contains(reference) {
+                            Polled::Waiting
+                        } else if let Some(reason) = failed.get(reference) {
+                            Polled::Failed {
+                                reason: format!(
+                                    "SIM card action failed: {}",
+                                    reason.clone().unwrap_or_else(|| "no reason given".into())
+                                ),
+                            }
+                        } else {
+                            Polled::Done {
+                                after: after.clone(),
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            // Still scheduled: waiting. Otherwise it settled: on its target, or back where it was.
+            Client::Twilio(c) => {
+                let scheduled: HashSet<String> = c
+                    .list(Some("scheduled"), u64::MAX)
+                    .await?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, s)| s.id)
+                    .collect();
+                let mut settled_on: HashMap<String, HashSet<String>> = HashMap::new();
+                for &i in batch {
+                    let (reference, after) = &waiting[i];
+                    if !scheduled.contains(reference) && !settled_on.contains_key(after) {
+                        let sids = c
+                            .list(Some(after), u64::MAX)
+                            .await?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(_, s)| s.id)
+                            .collect();
+                        settled_on.insert(after.clone(), sids);
+                    }
+                }
+                Ok(batch
+                    .iter()
+                    .map(|&i| {
+                        let (reference, after) = &waiting[i];
+                        if scheduled.contains(reference) {
+                            Polled::Waiting
+                        } else if settled_on.get(after).is_some_and(|s| s.contains(reference)) {
+                            Polled::Done {
+                                after: after.clone(),
+                            }
+                        } else {
+                            Polled::Failed {
+                                reason: format!("Twilio settled the Sim elsewhere than `{after}`"),
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            Client::Emnify(_) => unreachable!("emnify operations are read one by one"),
+        }
+    }
+
+    /// What the provider shows for the row's target now, read live.
     pub async fn observe(&self, row: &JobRow) -> Result<Observed, ProviderError> {
         let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
         let found = match (&self.client, row.action().target_kind()) {

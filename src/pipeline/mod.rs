@@ -1,7 +1,9 @@
 //! The run pipeline: per-provider lanes (`lane`), pre-flight decisions (`preflight`), retry
 //! timing (`retry`), one row's execution with reconciliation (`execute`), the group-commit
-//! checkpoint writer (`writer`) and the engine that ties them together (`engine`).
+//! checkpoint writer (`writer`), batched confirmation of asynchronous changes (`confirm`) and the
+//! engine that ties them together (`engine`).
 
+pub mod confirm;
 pub mod engine;
 pub mod execute;
 pub mod lane;

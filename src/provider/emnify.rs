@@ -255,6 +255,57 @@ impl Emnify {
         }))
     }
 
+    /// One page of the SIM inventory (emnify allows 2,500 per page): (ICCID with Luhn, state)
+    /// pairs and the number of pages.
+    pub async fn sim_page(
+        &self,
+        page: u64,
+    ) -> Result<(Vec<(String, SimState)>, u64), ProviderError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: i64,
+            iccid: Option<String>,
+            iccid_with_luhn: Option<String>,
+            status: IdDesc,
+            #[serde(default)]
+            customer_org: Option<IdOnly>,
+            #[serde(default)]
+            endpoint: Option<IdOnly>,
+        }
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/sim?page={page}&per_page=2500"),
+                None,
+            )
+            .await?;
+        let pages = answer
+            .headers
+            .get("x-total-pages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let sims: Vec<Listed> = answer.json()?;
+        let items = sims
+            .into_iter()
+            .filter_map(|s| {
+                // Older responses carry only the 19-digit `iccid`; complete it.
+                let iccid = s
+                    .iccid_with_luhn
+                    .or_else(|| s.iccid.map(|i| crate::job::ids::luhn_complete(&i)))?;
+                let state = SimState {
+                    id: s.id.to_string(),
+                    status: describe(&s.status, &SIM_STATUS),
+                    settled: true,
+                    group: s.customer_org.map(|o| o.id.to_string()),
+                    device: s.endpoint.map(|e| (e.id.to_string(), String::new())),
+                };
+                Some((iccid, state))
+            })
+            .collect();
+        Ok((items, pages))
+    }
+
     pub async fn set_sim_status(&self, sim_id: &str, status: &str) -> Result<(), ProviderError> {
         let id = sim_status_id(status)
             .ok_or_else(|| ProviderError::permanent(format!("unknown emnify status {status}")))?;

@@ -82,6 +82,19 @@ impl Http {
         self.client.request(method, format!("{}{path}", self.base))
     }
 
+    /// The path of an absolute URL the provider handed back (a next-page link), refusing any
+    /// URL outside the configured base: credentials must never follow a link elsewhere.
+    pub fn path_of<'a>(&self, url: &'a str) -> Result<&'a str, ProviderError> {
+        url.strip_prefix(self.base.as_str())
+            .filter(|rest| rest.starts_with('/'))
+            .ok_or_else(|| {
+                ProviderError::permanent(format!(
+                    "the provider's next-page link {url} points outside the configured base_url {}",
+                    self.base
+                ))
+            })
+    }
+
     /// Requests sent so far (every attempt counts).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

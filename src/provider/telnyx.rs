@@ -110,6 +110,66 @@ impl Telnyx {
         Ok(list.data.into_iter().find(|s| s.iccid == iccid).map(state))
     }
 
+    /// One page of SIM cards (250 each): (ICCID, state) pairs and the number of pages.
+    pub async fn sim_page(
+        &self,
+        page: u64,
+    ) -> Result<(Vec<(String, SimState)>, u64), ProviderError> {
+        #[derive(Deserialize)]
+        struct Meta {
+            total_pages: u64,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            data: Vec<SimCard>,
+            meta: Meta,
+        }
+        let p: Page = self
+            .call(
+                Method::GET,
+                &format!("/v2/sim_cards?page[number]={page}&page[size]=250"),
+                None,
+            )
+            .await?
+            .json()?;
+        Ok((
+            p.data
+                .into_iter()
+                .map(|s| (s.iccid.clone(), state(s)))
+                .collect(),
+            p.meta.total_pages,
+        ))
+    }
+
+    /// Every SIM card action with `status` (`in-progress`, `failed`): id → reason.
+    pub async fn actions_with_status(
+        &self,
+        status: &str,
+    ) -> Result<Vec<(String, Option<String>)>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Meta {
+            total_pages: u64,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            data: Vec<Action>,
+            meta: Meta,
+        }
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let p: Page = self
+                .call(Method::GET, &format!("/v2/sim_card_actions?filter[status]={status}&page[number]={page}&page[size]=250"), None)
+                .await?
+                .json()?;
+            out.extend(p.data.into_iter().map(|a| (a.id, a.status.reason)));
+            if page >= p.meta.total_pages {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+
     /// Starts `enable`, `disable` or `set_standby`; the action's id.
     pub async fn action(&self, sim_id: &str, action: &str) -> Result<Sent, ProviderError> {
         let created: Data<Action> = self

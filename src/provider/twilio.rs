@@ -25,6 +25,8 @@ pub struct Twilio {
 
 #[derive(Deserialize)]
 struct Sim {
+    #[serde(default)]
+    iccid: Option<String>,
     sid: String,
     status: Option<String>,
     fleet_sid: Option<String>,
@@ -33,6 +35,13 @@ struct Sim {
 #[derive(Deserialize)]
 struct SimList {
     sims: Vec<Sim>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    next_page_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +112,34 @@ impl Twilio {
             .await?
             .json()?;
         Ok(list.sims.into_iter().next().map(state))
+    }
+
+    /// Every registered Sim (optionally only those with `status`), page by page (1,000 each),
+    /// following `meta.next_page_url`; `max_pages` bounds the work. `None` if more pages remain.
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        max_pages: u64,
+    ) -> Result<Option<Vec<(String, SimState)>>, ProviderError> {
+        let mut path = match status {
+            Some(s) => format!("/v1/Sims?Status={s}&PageSize=1000"),
+            None => "/v1/Sims?PageSize=1000".to_string(),
+        };
+        let mut out = Vec::new();
+        for _ in 0..max_pages {
+            let list: SimList = self.call(Method::GET, &path, None).await?.json()?;
+            let next = list.meta.and_then(|m| m.next_page_url);
+            out.extend(
+                list.sims
+                    .into_iter()
+                    .filter_map(|s| Some((s.iccid.clone()?, state(s)))),
+            );
+            match next {
+                Some(url) => path = self.http.path_of(&url)?.to_string(),
+                None => return Ok(Some(out)),
+            }
+        }
+        Ok(None)
     }
 
     /// Registers a Super SIM to the account.

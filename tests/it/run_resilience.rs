@@ -199,3 +199,28 @@ async fn a_wrong_token_stops_after_the_first_401_and_the_right_one_completes() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_exactly_once(&env, 600).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_jobs_list_the_inventory_and_confirm_in_batches() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 1500,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let path = env.write_job("big.csv", &mixed_job(1500));
+    let output = env
+        .run(&["run", "-q", "--rate", "5000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stats = env.sb.stats().await;
+    for provider in ["emnify", "twilio", "telnyx"] {
+        let requests = stats["per_provider"][provider].as_u64().unwrap();
+        assert!(
+            requests as f64 <= 1500.0 * 1.1,
+            "{provider}: {requests} requests for 1,500 rows"
+        );
+    }
+    assert_exactly_once(&env, 4500).await;
+}
