@@ -129,7 +129,7 @@ impl Lane {
     }
 
     /// The listed state of a row's SIM, once; `None` when it must be read live.
-    fn from_snapshot(&self, row: &JobRow) -> Option<Observed> {
+    fn take_listed(&self, row: &JobRow) -> Option<Observed> {
         if !self.snapshot_eligible(row) {
             return None;
         }
@@ -141,7 +141,7 @@ impl Lane {
 
     /// What the provider shows for the row's target: from the snapshot when allowed, else live.
     pub async fn observe_first(&self, row: &JobRow) -> Result<Observed, ProviderError> {
-        match self.from_snapshot(row) {
+        match self.take_listed(row) {
             Some(observed) => Ok(observed),
             None => self.observe(row).await,
         }
