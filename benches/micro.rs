@@ -86,5 +86,27 @@ fn id_checks(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parsing, id_checks);
+fn checkpoint_commits(c: &mut Criterion) {
+    use simbatch::store::{CheckpointStore, RowRecord, SledStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let run = store.run("bench").unwrap();
+    let mut group = c.benchmark_group("checkpoint_commit");
+    for batch in [1u64, 100] {
+        group.throughput(Throughput::Elements(batch));
+        let mut next = 0u64;
+        group.bench_function(format!("batch_of_{batch}"), |b| {
+            b.iter(|| {
+                let rows: Vec<(u64, RowRecord)> = (0..batch)
+                    .map(|i| (next + i, RowRecord::sending(chrono::Utc::now(), 1)))
+                    .collect();
+                next += batch;
+                run.commit(&rows).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parsing, id_checks, checkpoint_commits);
 criterion_main!(benches);

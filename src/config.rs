@@ -46,16 +46,31 @@ struct ProviderSection {
     account_sid_env: Option<String>,
     /// Twilio: the Auth Token (or API key secret) variable.
     auth_token_env: Option<String>,
+    /// Requests per second (replaces the documented rate).
+    rate: Option<f64>,
+    /// Rows in flight at once.
+    concurrency: Option<usize>,
+    /// Requests in flight at once (Twilio's documented cap is 100).
+    max_in_flight: Option<usize>,
+}
+
+/// Optional per-provider tuning from `simbatch.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tuning {
+    pub rate: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub max_in_flight: Option<usize>,
 }
 
 /// One configured provider account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
     /// Without the version prefix; the client adds `/api/v1`, `/v1` or `/v2`.
     pub base_url: Url,
     pub credentials: CredentialEnv,
+    pub tuning: Tuning,
 }
 
 /// Names of the environment variables that hold a provider's credentials.
@@ -88,7 +103,7 @@ impl ProviderKind {
 
 /// The configured providers by name. The three default names (`emnify`, `twilio`, `telnyx`)
 /// always exist with the real providers' base URLs unless the file redefines them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Providers {
     by_name: BTreeMap<String, ProviderConfig>,
 }
@@ -103,6 +118,7 @@ impl Default for Providers {
                     kind,
                     base_url: Url::parse(kind.default_base_url()).expect("default URLs parse"),
                     credentials: kind.default_credentials(),
+                    tuning: Tuning::default(),
                 };
                 (kind.name().to_string(), config)
             })
@@ -211,11 +227,26 @@ impl ProviderSection {
             }
             (_, basic) => basic,
         };
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(err(
+                "`rate` must be a positive number of requests per second".into(),
+            ));
+        }
+        if self.concurrency == Some(0) || self.max_in_flight == Some(0) {
+            return Err(err(
+                "`concurrency` and `max_in_flight` must be at least 1".into()
+            ));
+        }
         Ok(ProviderConfig {
             name: name.to_string(),
             kind: self.kind,
             base_url,
             credentials,
+            tuning: Tuning {
+                rate: self.rate,
+                concurrency: self.concurrency,
+                max_in_flight: self.max_in_flight,
+            },
         })
     }
 }

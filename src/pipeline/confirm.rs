@@ -17,10 +17,14 @@ use crate::provider::{ErrorClass, Polled};
 use crate::store::{Outcome, Phase, RowRecord};
 
 /// First look at a newly accepted change, and the pace of sweeps after that. A sweep costs a
-/// request or a few whatever the number of rows waiting, so a slower pace keeps confirmation
-/// near 1–2% of the requests of a large job.
+/// request or a few whatever the number of rows waiting: every 2 s, Telnyx confirmation costs
+/// about 1% of its 98 requests/s (measured: 149 extra requests on a 10,000-row job, with the
+/// 40-page inventory listing).
 const FIRST_LOOK: Duration = Duration::from_millis(250);
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Once no change has been handed over for this long, dispatch is winding down: sweep at the
+/// first-look pace so the run's tail is short.
+const QUIET_AFTER: Duration = Duration::from_millis(500);
 
 /// An accepted change awaiting confirmation.
 pub struct Handoff {
@@ -32,6 +36,9 @@ pub struct Handoff {
     /// Told the final outcome (groups wait for it before their next step).
     pub done: Option<oneshot::Sender<Option<Outcome>>>,
 }
+
+/// Told every outcome the confirmer produces (progress, failure threshold).
+pub type OnOutcome = Arc<dyn Fn(Outcome) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Confirmer {
@@ -54,9 +61,10 @@ impl Confirmer {
         writer: Writer,
         wait: Duration,
         stop: Arc<Stop>,
+        note: OnOutcome,
     ) -> (Confirmer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(lane, writer, wait, stop, rx));
+        let task = tokio::spawn(run(lane, writer, wait, stop, note, rx));
         (Confirmer { tx }, task)
     }
 }
@@ -69,6 +77,7 @@ struct Waiting {
 
 async fn finish(
     writer: &Writer,
+    note: &OnOutcome,
     mut h: Handoff,
     outcome: Outcome,
     reason: Option<String>,
@@ -82,6 +91,7 @@ async fn finish(
     }
     h.record.finished_at = Some(Utc::now());
     h.record.latency_ms = Some(h.started.elapsed().as_millis() as u64);
+    note(outcome);
     writer.put(h.index, h.record).await;
     if let Some(done) = h.done {
         let _ = done.send(Some(outcome));
@@ -93,10 +103,13 @@ async fn run(
     writer: Writer,
     wait: Duration,
     stop: Arc<Stop>,
+    note: OnOutcome,
     mut rx: mpsc::UnboundedReceiver<Handoff>,
 ) {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut open = true;
+    let mut last_arrival = Instant::now();
+    let mut last_sweep = Instant::now() - SWEEP_EVERY;
     loop {
         // Take in new handoffs; when idle, block for the next one.
         if waiting.is_empty() && open {
@@ -110,11 +123,18 @@ async fn run(
             }
         }
         while let Ok(h) = rx.try_recv() {
+            last_arrival = Instant::now();
             waiting.push(Waiting {
                 deadline: Instant::now() + wait,
                 next_look: Instant::now() + FIRST_LOOK,
                 handoff: h,
             });
+        }
+        if last_arrival.elapsed() >= QUIET_AFTER {
+            let soon = Instant::now() + FIRST_LOOK;
+            for w in &mut waiting {
+                w.next_look = w.next_look.min(soon);
+            }
         }
         if waiting.is_empty() && !open {
             return;
@@ -127,6 +147,7 @@ async fn run(
             for w in waiting.drain(..) {
                 finish(
                     &writer,
+                    &note,
                     w.handoff,
                     Outcome::Pending,
                     Some("accepted; not yet confirmed (run again to confirm)".into()),
@@ -136,22 +157,34 @@ async fn run(
             }
             continue;
         }
-        let due = waiting
+        // While changes keep arriving, sweep at most once per SWEEP_EVERY whatever their first
+        // looks say (each sweep costs requests from the lane's budget); once they stop, at once.
+        let earliest = waiting
             .iter()
             .map(|w| w.next_look)
             .min()
             .expect("not empty");
+        let quiet = last_arrival.elapsed() >= QUIET_AFTER;
+        let due = if quiet {
+            earliest
+        } else {
+            earliest.max(last_sweep + SWEEP_EVERY)
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
             h = rx.recv(), if open => {
                 match h {
-                    Some(h) => waiting.push(Waiting { deadline: Instant::now() + wait, next_look: Instant::now() + FIRST_LOOK, handoff: h }),
+                    Some(h) => {
+                        last_arrival = Instant::now();
+                        waiting.push(Waiting { deadline: Instant::now() + wait, next_look: Instant::now() + FIRST_LOOK, handoff: h });
+                    }
                     None => open = false,
                 }
                 continue;
             }
         }
         let now = Instant::now();
+        last_sweep = now;
         let (look, later): (Vec<Waiting>, Vec<Waiting>) =
             waiting.drain(..).partition(|w| w.next_look <= now);
         waiting = later;
@@ -161,13 +194,28 @@ async fn run(
             .collect();
         let results = lane.sweep(&queries).await;
         for (mut w, result) in look.into_iter().zip(results) {
-            w.handoff.record.attempts += 1;
             match result {
                 Ok(Polled::Done { after }) => {
-                    finish(&writer, w.handoff, Outcome::Succeeded, None, Some(after)).await
+                    finish(
+                        &writer,
+                        &note,
+                        w.handoff,
+                        Outcome::Succeeded,
+                        None,
+                        Some(after),
+                    )
+                    .await
                 }
                 Ok(Polled::Failed { reason }) => {
-                    finish(&writer, w.handoff, Outcome::Failed, Some(reason), None).await
+                    finish(
+                        &writer,
+                        &note,
+                        w.handoff,
+                        Outcome::Failed,
+                        Some(reason),
+                        None,
+                    )
+                    .await
                 }
                 Err(e) if e.class == ErrorClass::Auth => {
                     stop.request(StopReason::Auth {
@@ -178,11 +226,20 @@ async fn run(
                 }
                 Err(e) if !e.is_retryable() => {
                     let reason = format!("confirmation failed: {e}");
-                    finish(&writer, w.handoff, Outcome::Unknown, Some(reason), None).await;
+                    finish(
+                        &writer,
+                        &note,
+                        w.handoff,
+                        Outcome::Unknown,
+                        Some(reason),
+                        None,
+                    )
+                    .await;
                 }
                 Ok(Polled::Waiting) | Err(_) if Instant::now() >= w.deadline => {
                     finish(
                         &writer,
+                        &note,
                         w.handoff,
                         Outcome::Pending,
                         Some("accepted; not yet confirmed (run again to confirm)".into()),

@@ -53,17 +53,53 @@ pub enum StopReason {
     Store(String),
 }
 
-/// Counts of committed outcomes, live (for progress and the failure threshold).
+/// Outcomes as they are produced (for progress and the failure threshold).
 #[derive(Default)]
 pub struct Live {
     pub counts: [AtomicU64; 7],
     pub finished: AtomicU64,
+    /// This invocation's own finished and failed rows: a resumed run is judged on its own
+    /// failures, not stopped at once by the ones it inherited.
+    finished_now: AtomicU64,
+    failed_now: AtomicU64,
 }
 
 impl Live {
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.counts[outcome as usize].load(Ordering::Relaxed)
     }
+
+    /// Counts an outcome; `now` when this invocation produced it. Returns this invocation's
+    /// (failed, finished) after counting.
+    pub fn record(&self, outcome: Outcome, now: bool) -> (u64, u64) {
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if !now {
+            return (
+                self.failed_now.load(Ordering::Relaxed),
+                self.finished_now.load(Ordering::Relaxed),
+            );
+        }
+        let failed = if matches!(outcome, Outcome::Failed | Outcome::Unknown) {
+            self.failed_now.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.failed_now.load(Ordering::Relaxed)
+        };
+        (
+            failed,
+            self.finished_now.fetch_add(1, Ordering::Relaxed) + 1,
+        )
+    }
+}
+
+/// Whether `failed` of `finished` rows exceeds the limit, once the warm-up is over.
+pub fn over_limit(limit: Option<FailureLimit>, failed: u64, finished: u64) -> bool {
+    let over = match limit {
+        Some(FailureLimit::Count(n)) => failed > n,
+        Some(FailureLimit::Percent(p)) => failed as f64 > finished as f64 * p / 100.0,
+        None => false,
+    };
+    over && finished >= WARM_UP_ROWS
 }
 
 /// Shared stop flag with the first reason given.
@@ -71,6 +107,7 @@ impl Live {
 pub struct Stop {
     flag: AtomicBool,
     reason: Mutex<Option<StopReason>>,
+    notify: tokio::sync::Notify,
 }
 
 impl Stop {
@@ -80,6 +117,20 @@ impl Stop {
             *r = Some(reason);
         }
         self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.requested() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn requested(&self) -> bool {
@@ -128,32 +179,10 @@ fn read_rows(
 impl Engine {
     /// Runs every unfinished row; returns why it stopped early, if it did.
     pub async fn run(self: Arc<Self>, on_commit: super::writer::OnCommit) -> Option<StopReason> {
-        let live = self.live.clone();
-        let stop = self.stop.clone();
-        let limit = self.options.max_failures;
         let mut on_commit = on_commit;
         let (writer, writer_task) = Writer::start(
             self.store.clone(),
-            Box::new(move |index, record| {
-                if record.phase == Phase::Done {
-                    if let Some(outcome) = record.outcome {
-                        live.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
-                        let finished = live.finished.fetch_add(1, Ordering::Relaxed) + 1;
-                        let failed = live.count(Outcome::Failed) + live.count(Outcome::Unknown);
-                        let over = match limit {
-                            Some(FailureLimit::Count(n)) => failed > n,
-                            Some(FailureLimit::Percent(p)) => {
-                                failed as f64 > finished as f64 * p / 100.0
-                            }
-                            None => false,
-                        };
-                        if over && finished >= WARM_UP_ROWS {
-                            stop.request(StopReason::FailureThreshold { failed, finished });
-                        }
-                    }
-                }
-                on_commit(index, record);
-            }),
+            Box::new(move |index, record| on_commit(index, record)),
         );
 
         let mut confirmers = BTreeMap::new();
@@ -161,7 +190,10 @@ impl Engine {
         for (name, lane) in &self.lanes {
             let wait = self.options.wait.unwrap_or(Duration::ZERO);
             let (confirmer, task) =
-                Confirmer::start(lane.clone(), writer.clone(), wait, self.stop.clone());
+                Confirmer::start(lane.clone(), writer.clone(), wait, self.stop.clone(), {
+                    let engine = self.clone();
+                    Arc::new(move |outcome| engine.note(outcome, true))
+                });
             confirmers.insert(name.clone(), confirmer);
             confirmer_tasks.push(task);
         }
@@ -231,6 +263,16 @@ impl Engine {
             self.stop.request(StopReason::Store(e.to_string()));
         }
         self.stop.reason()
+    }
+
+    /// Counts an outcome (`now`: produced by this invocation) and stops dispatch once the
+    /// failure threshold is exceeded after the warm-up.
+    pub fn note(&self, outcome: Outcome, now: bool) {
+        let (failed, finished) = self.live.record(outcome, now);
+        if now && over_limit(self.options.max_failures, failed, finished) {
+            self.stop
+                .request(StopReason::FailureThreshold { failed, finished });
+        }
     }
 
     /// One lane: list its inventory if that saves requests, then feed its ungrouped rows to its
@@ -370,7 +412,19 @@ impl Engine {
             .and_then(|p| p.outcome)
             .filter(|o| o.is_final())
         {
+            self.note(outcome, false);
             return Some(outcome);
+        }
+        // `not_before`: the row is held, not failed, until its time (a stop ends the wait and
+        // leaves the row for the next run). Issue 6's window scheduling builds on this.
+        if let Some(at) = row.not_before {
+            if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
+                tracing::info!(line = row.line, until = %at, "holding the row until its not_before");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.stopped() => return None,
+                }
+            }
         }
         let ctx = RowContext {
             lane,
@@ -444,6 +498,9 @@ impl Engine {
             }
             RowEnd::Record(record) => {
                 let outcome = record.outcome;
+                if let Some(o) = outcome {
+                    self.note(o, true);
+                }
                 writer.put(index, record).await;
                 outcome
             }
@@ -487,6 +544,7 @@ impl Engine {
                     row.group.as_deref().unwrap_or_default()
                 ));
                 record.finished_at = record.started_at;
+                self.note(Outcome::Blocked, true);
                 writer.put(index, record).await;
                 continue;
             }

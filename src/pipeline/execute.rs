@@ -71,7 +71,10 @@ impl Attempt<'_> {
         };
         let reason = match e.class {
             ErrorClass::Transient | ErrorClass::RateLimited => {
-                format!("gave up after {} attempts: {e}", self.record.attempts)
+                format!(
+                    "gave up after {} attempts: {e}",
+                    self.ctx.policy.max_attempts
+                )
             }
             _ => e.to_string(),
         };
@@ -87,7 +90,6 @@ impl Attempt<'_> {
         let mut tries = 0;
         loop {
             tries += 1;
-            self.record.attempts += 1;
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && tries < self.ctx.policy.max_attempts => {

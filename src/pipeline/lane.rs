@@ -174,14 +174,19 @@ impl Lane {
                 }
             }
         }
-        let mut out = Vec::with_capacity(waiting.len());
-        for (i, (reference, after)) in waiting.iter().enumerate() {
-            out.push(match results[i].take() {
-                Some(r) => r,
-                None => self.poll(reference, after).await,
-            });
-        }
-        out
+        // The rest are read one by one, all at once (the rate gate still paces them).
+        let singles = futures_util::future::join_all(waiting.iter().enumerate().map(
+            |(i, (reference, after))| {
+                let done = results[i].take();
+                async move {
+                    match done {
+                        Some(r) => r,
+                        None => self.poll(reference, after).await,
+                    }
+                }
+            },
+        ));
+        singles.await
     }
 
     async fn batch_sweep(

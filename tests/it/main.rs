@@ -5,6 +5,7 @@ mod clients;
 mod jobs;
 mod roundtrip;
 mod run_actions;
+mod run_control;
 mod run_resilience;
 mod run_support;
 mod sandbox_emnify;

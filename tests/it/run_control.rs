@@ -1,0 +1,292 @@
+//! Run control through the real binary: a second process on the same state directory (exit 4),
+//! Ctrl-C (exit 3, reports written, resumable), the failure threshold with its warm-up, and
+//! changes left pending by `--no-wait` confirmed by the next run.
+
+use std::time::Duration;
+
+use simbatch::sandbox::inventory::{self, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
+
+use crate::run_support::{show, RunEnv, TOKEN};
+
+fn slow() -> SandboxConfig {
+    SandboxConfig {
+        sims: 300,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(50),
+        faults: Faults {
+            latency: Latency {
+                base_ms: 200,
+                jitter_ms: 0,
+            },
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    }
+}
+
+fn telnyx_suspensions(n: u64) -> String {
+    let mut job = String::from("action,provider,iccid\n");
+    for i in (1..=n * 2)
+        .filter(|i| !inventory::starts_suspended(*i))
+        .take(n as usize)
+    {
+        job.push_str(&format!(
+            "suspend,telnyx,{}\n",
+            inventory::iccid(TELNYX_PREFIX, i)
+        ));
+    }
+    job
+}
+
+async fn spawn_and_wait_for_requests(env: &RunEnv, args: &[&str]) -> std::process::Child {
+    let child = env
+        .command(args, TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if env.sb.stats().await["requests_total"].as_u64().unwrap() > 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_state_directory_exits_4() {
+    let env = RunEnv::new(slow()).await;
+    let path = env.write_job("job.csv", &telnyx_suspensions(200));
+    let args = ["run", "-q", "--rate", "50", path.to_str().unwrap()];
+    let mut first = spawn_and_wait_for_requests(&env, &args).await;
+    let second = env.run(&args).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(4), "{}", show(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another simbatch process"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(".simbatch"),
+        "names the directory: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_writes_reports_and_the_run_resumes() {
+    let env = RunEnv::new(slow()).await;
+    let path = env.write_job("job.csv", &telnyx_suspensions(200));
+    let args = ["run", "--rate", "40", path.to_str().unwrap()];
+    let child = spawn_and_wait_for_requests(&env, &args).await;
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
+    let results = env.results();
+    assert_eq!(results.len(), 200, "reports are written on interruption");
+    assert!(
+        results.iter().any(|r| r["outcome"].is_empty()),
+        "some rows had not started"
+    );
+
+    let output = env
+        .run(&["run", "-q", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    assert!(
+        results.iter().all(|r| r["outcome"] == "succeeded"),
+        "the resumed run finished every row"
+    );
+    assert_eq!(env.sb.journal().await.len(), 200, "each change once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_failures_stops_after_the_warm_up() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    // Unregistered Twilio SIMs: every activation fails pre-flight (no such SIM on the account).
+    let mut job = String::from("action,provider,iccid\n");
+    for i in 101..=200 {
+        job.push_str(&format!(
+            "activate,twilio,{}\n",
+            inventory::iccid(TWILIO_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("failing.csv", &job);
+    let output = env
+        .run(&[
+            "run",
+            "--concurrency",
+            "1",
+            "--rate",
+            "1000",
+            "--max-failures",
+            "5",
+            path.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("over --max-failures"),
+        "{}",
+        show(&output)
+    );
+    let finished = env
+        .results()
+        .iter()
+        .filter(|r| !r["outcome"].is_empty())
+        .count();
+    assert!(
+        (20..100).contains(&finished),
+        "stopped after the 20-row warm-up, not at the end: {finished}"
+    );
+    let bad = env
+        .run(&["run", "--max-failures", "lots", path.to_str().unwrap()])
+        .await;
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_leaves_changes_pending_and_the_next_run_confirms_them() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let path = env.write_job("job.csv", &telnyx_suspensions(20));
+    let output = env
+        .run(&["run", "--no-wait", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(5), "{}", show(&output));
+    let pending = crate::run_support::read_csv(&env.report_dir().join("pending.csv"));
+    assert_eq!(pending.len(), 20);
+    assert!(env
+        .results()
+        .iter()
+        .all(|r| r["outcome"] == "pending" && !r["provider_ref"].is_empty()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = env.sb.stats().await["requests_total"].as_u64().unwrap();
+    let output = env
+        .run(&["run", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+    let sends = env.sb.stats().await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().contains("/actions/disable"))
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(sends, 20, "the second run confirmed, it did not send again");
+    assert!(env.sb.stats().await["requests_total"].as_u64().unwrap() > before);
+    assert_eq!(env.sb.journal().await.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_never_holds_up_another() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 300,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // emnify paced at 2 requests/s: its 10 rows take about ten seconds.
+    let toml = std::fs::read_to_string(env.dir.path().join("simbatch.toml")).unwrap();
+    let toml = toml
+        .replace("kind = \"emnify\"\n", "kind = \"emnify\"\nrate = 2\n")
+        .replace("kind = \"telnyx\"\n", "kind = \"telnyx\"\nrate = 1000\n");
+    std::fs::write(env.dir.path().join("simbatch.toml"), toml).unwrap();
+    let mut job = String::from("action,provider,iccid\n");
+    for i in (1..=30)
+        .filter(|i| !inventory::starts_suspended(*i))
+        .take(10)
+    {
+        job.push_str(&format!(
+            "suspend,emnify,{}\n",
+            inventory::iccid(simbatch::sandbox::inventory::EMNIFY_PREFIX, i)
+        ));
+    }
+    job.push_str(&telnyx_suspensions(200).replacen("action,provider,iccid\n", "", 1));
+    let path = env.write_job("mixed.csv", &job);
+    let output = env.run(&["run", "-q", path.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    let mut emnify_done: Vec<String> = results
+        .iter()
+        .filter(|r| r["provider"] == "emnify")
+        .map(|r| r["finished_at"].clone())
+        .collect();
+    emnify_done.sort();
+    let last_telnyx = results
+        .iter()
+        .filter(|r| r["provider"] == "telnyx")
+        .map(|r| r["finished_at"].clone())
+        .max()
+        .unwrap();
+    // emnify needs about a second per row (lookup + change at 2 requests/s); Telnyx about a
+    // second for all 200, confirmation included. One must not wait for the other.
+    assert!(
+        last_telnyx < emnify_done[4],
+        "all 200 Telnyx rows were done ({last_telnyx}) before emnify's fifth row was ({})",
+        emnify_done[4]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_held_until_not_before() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let written = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let at = chrono::DateTime::parse_from_rfc3339(&written).unwrap();
+    let job = format!(
+        "action,provider,iccid,not_before\nsuspend,telnyx,{},{}\nsuspend,telnyx,{},\n",
+        inventory::iccid(TELNYX_PREFIX, 1),
+        written,
+        inventory::iccid(TELNYX_PREFIX, 2)
+    );
+    let path = env.write_job("held.csv", &job);
+    let output = env
+        .run(&["run", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    let started = chrono::DateTime::parse_from_rfc3339(&results[0]["started_at"]).unwrap();
+    assert!(
+        started >= at,
+        "the held row started at {started}, before its not_before {at}"
+    );
+    assert!(
+        results[1]["started_at"] < results[0]["started_at"],
+        "the other row was not held"
+    );
+}
