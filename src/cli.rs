@@ -47,8 +47,18 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Check job files; send nothing. Exit 0 when valid, 2 when not.
     Validate(ValidateArgs),
+    /// Read current state and show what a job would change; send no change
+    Plan(PlanArgs),
     /// Run (or resume) a job: validate, pre-flight, change, confirm, report
     Run(RunArgs),
+    /// List the runs in the state store, or show one run's counts
+    Status(StatusArgs),
+    /// (Re)write a run's reports from the state store alone
+    Report(ReportArgs),
+    /// Write the job that restores what a run changed
+    Revert(RevertArgs),
+    /// Run a bundled job end to end against an in-process sandbox, then revert it
+    Demo(DemoArgs),
     /// Serve the built-in provider sandbox (emnify, Twilio, Telnyx stand-ins) on one port
     Sandbox(SandboxArgs),
 }
@@ -162,4 +172,50 @@ pub struct RunArgs {
     /// Format of the results file [default: that of the job]
     #[arg(long, value_enum)]
     pub report_format: Option<JobFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The job file (CSV or JSONL)
+    #[arg(value_name = "JOB")]
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub input: JobInputArgs,
+    /// Write the per-row plan (CSV) here
+    #[arg(short, long, value_name = "PLAN.csv")]
+    pub output: Option<PathBuf>,
+    /// Requests per second per provider (overrides the documented limits)
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run id (or a unique prefix of one)
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run id (or a unique prefix of one)
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// A run id (or a unique prefix of one)
+    pub run: String,
+    /// Where to write the revert job (CSV)
+    #[arg(short, long, value_name = "JOB")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The job to demonstrate
+    #[arg(long, default_value = "jobs/demo.csv")]
+    pub job: PathBuf,
+    /// Sandbox limits: the documented shape times K (so the demo takes seconds, not hours)
+    #[arg(long, default_value_t = 50.0)]
+    pub scale: f64,
 }

@@ -166,6 +166,38 @@ impl Providers {
         Ok(providers)
     }
 
+    /// Provider names and kinds only (as recorded in a run's manifest), with default URLs and
+    /// credentials: enough to read the run's job file again.
+    pub fn from_kinds(kinds: &BTreeMap<String, ProviderKind>) -> Providers {
+        let mut providers = Providers::default();
+        for (name, kind) in kinds {
+            providers.by_name.insert(
+                name.clone(),
+                ProviderConfig {
+                    name: name.clone(),
+                    kind: *kind,
+                    base_url: Url::parse(kind.default_base_url()).expect("default URLs parse"),
+                    credentials: kind.default_credentials(),
+                    tuning: Tuning::default(),
+                },
+            );
+        }
+        providers
+    }
+
+    /// Every configured name with its kind.
+    pub fn kinds(&self) -> BTreeMap<String, ProviderKind> {
+        self.by_name
+            .iter()
+            .map(|(n, c)| (n.clone(), c.kind))
+            .collect()
+    }
+
+    /// Adds or replaces a provider (the demo and library users configure in code).
+    pub fn insert(&mut self, config: ProviderConfig) {
+        self.by_name.insert(config.name.clone(), config);
+    }
+
     pub fn get(&self, name: &str) -> Option<&ProviderConfig> {
         self.by_name.get(name)
     }

@@ -11,5 +11,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod provider;
 pub mod report;
+pub mod runner;
 pub mod sandbox;
 pub mod store;

@@ -1,6 +1,9 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit code.
 
+pub mod demo;
+pub mod plan;
 pub mod run;
+pub mod runs;
 pub mod sandbox;
 pub mod validate;
 
@@ -11,7 +14,12 @@ use crate::exit_code::ExitCode;
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(&cli.global, &args),
+        Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Run(args) => run::run(&cli.global, &args),
+        Command::Status(args) => runs::status(&cli.global, &args),
+        Command::Report(args) => runs::report(&cli.global, &args),
+        Command::Revert(args) => runs::revert(&cli.global, &args),
+        Command::Demo(args) => demo::run(&cli.global, &args),
         Command::Sandbox(args) => sandbox::run(&args),
     }
 }

@@ -221,7 +221,11 @@ pub async fn execute(
     let decision = decide(row, &observed, move_target.as_deref());
     let (before, after) = match decision {
         Decision::Skip { reason, before } => {
-            attempt.record.before = before.clone();
+            // After a crash the marker holds the state before the change; the state read now
+            // is already the changed one, so it must not replace `before` (revert needs it).
+            if !(interrupted && attempt.record.before.is_some()) {
+                attempt.record.before = before.clone();
+            }
             attempt.record.after = before;
             return if interrupted {
                 attempt.finish(

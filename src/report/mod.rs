@@ -6,6 +6,7 @@
 //! accounts.
 
 pub mod histogram;
+pub mod revert;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -62,6 +63,9 @@ pub struct Tally {
     pub per_action: BTreeMap<Action, BTreeMap<Outcome, u64>>,
     pub not_started: u64,
     pub attempts: u64,
+    /// Rows written to `revert.csv`, and succeeded rows that have no inverse.
+    pub revert_rows: u64,
+    pub not_revertible: u64,
     #[serde(skip)]
     pub latency: Histogram,
     #[serde(skip)]
@@ -150,26 +154,15 @@ pub fn write_rows(
         extras.clone(),
     )
     .map_err(|e| io(e.into()))?;
+    let mut reverts = RevertWriter::new(
+        private_file(&dir.join("revert.csv")).map_err(io)?,
+        extras.clone(),
+    )
+    .map_err(|e| io(e.into()))?;
     let mut tally = Tally::default();
-    let mut records = store.rows().peekable();
-    for (index, item) in reader.enumerate() {
-        let index = index as u64;
+    for joined in join(reader, store) {
+        let (_index, item, record) = joined?;
         tally.rows += 1;
-        // Records come in index order; rows without one have not started.
-        let mut record = None;
-        while let Some(Ok((i, _))) = records.peek() {
-            if *i < index {
-                records.next();
-            } else {
-                if *i == index {
-                    record = records.next().transpose()?.map(|(_, r)| r);
-                }
-                break;
-            }
-        }
-        if let Some(Err(_)) = records.peek() {
-            records.next().transpose()?;
-        }
         match item {
             RowResult::Valid(parsed) => {
                 let row = parsed.row;
@@ -202,6 +195,9 @@ pub fn write_rows(
                     }
                 }
                 results.write(&row, record.as_ref(), &extras).map_err(io)?;
+                if let Some(r) = &record {
+                    reverts.add(&row, r).map_err(|e| io(e.into()))?;
+                }
                 match outcome {
                     Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked) => {
                         failed.write(&row).map_err(|e| io(e.into()))?
@@ -228,6 +224,7 @@ pub fn write_rows(
     results.finish().map_err(io)?;
     failed.finish().map_err(io)?;
     pending.finish().map_err(io)?;
+    (tally.revert_rows, tally.not_revertible) = reverts.finish().map_err(io)?;
     Ok((
         ReportFiles {
             dir: dir.to_path_buf(),
@@ -235,6 +232,107 @@ pub fn write_rows(
         },
         tally,
     ))
+}
+
+/// The job's rows in file order, each with its stored record (`None`: not started).
+pub fn join<'a>(
+    reader: JobReader,
+    store: &'a dyn CheckpointStore,
+) -> impl Iterator<Item = Result<(u64, RowResult, Option<RowRecord>), StoreError>> + 'a {
+    let mut records = store.rows().peekable();
+    reader.enumerate().map(move |(index, item)| {
+        let index = index as u64;
+        // Records come in index order; skip any beyond the job (a changed file is a new run).
+        loop {
+            match records.peek() {
+                Some(Ok((i, _))) if *i < index => {
+                    records.next();
+                }
+                Some(Ok((i, _))) if *i == index => {
+                    let record = records.next().transpose()?.map(|(_, r)| r);
+                    return Ok((index, item, record));
+                }
+                Some(Err(_)) => {
+                    records.next().transpose()?;
+                }
+                _ => return Ok((index, item, None)),
+            }
+        }
+    })
+}
+
+/// Writes revert rows as they come, holding back grouped ones to write each group's steps in
+/// reverse at the end (memory grows with grouped rows only).
+struct RevertWriter<W: Write> {
+    writer: CsvJobWriter<W>,
+    grouped: BTreeMap<String, Vec<JobRow>>,
+    rows: u64,
+    not_revertible: u64,
+}
+
+impl<W: Write> RevertWriter<W> {
+    fn new(out: W, extras: Vec<Arc<str>>) -> csv::Result<Self> {
+        Ok(RevertWriter {
+            writer: CsvJobWriter::new(out, extras)?,
+            grouped: BTreeMap::new(),
+            rows: 0,
+            not_revertible: 0,
+        })
+    }
+
+    fn add(&mut self, row: &JobRow, record: &RowRecord) -> csv::Result<()> {
+        match revert::inverse(row, record) {
+            Some(revert::Inverse::Row(r)) => {
+                self.rows += 1;
+                match &r.group {
+                    Some(g) => self.grouped.entry(g.clone()).or_default().push(*r),
+                    None => self.writer.write(&r)?,
+                }
+            }
+            Some(revert::Inverse::NotRevertible(_)) => self.not_revertible += 1,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// (rows written, rows not revertible)
+    fn finish(mut self) -> std::io::Result<(u64, u64)> {
+        for (_, group) in std::mem::take(&mut self.grouped) {
+            for r in group.iter().rev() {
+                self.writer.write(r).map_err(std::io::Error::from)?;
+            }
+        }
+        self.writer.finish()?;
+        Ok((self.rows, self.not_revertible))
+    }
+}
+
+/// Writes the revert job of a run to `out`: (rows written, rows not revertible).
+pub fn write_revert(
+    out: &Path,
+    job: &Path,
+    format: Option<JobFormat>,
+    parse: &ParseOptions,
+    store: &dyn CheckpointStore,
+) -> Result<(u64, u64), ReportError> {
+    let io = |source| ReportError::Io {
+        dir: out.display().to_string(),
+        source,
+    };
+    let reader =
+        JobReader::open(job, format, parse.clone()).map_err(|d| ReportError::Job(d.message))?;
+    let extras = reader.extra_columns();
+    let mut reverts =
+        RevertWriter::new(private_file(out).map_err(io)?, extras).map_err(|e| io(e.into()))?;
+    for joined in join(reader, store) {
+        let (_, item, record) = joined?;
+        if let (RowResult::Valid(parsed), Some(record)) = (item, record) {
+            reverts
+                .add(&parsed.row, &record)
+                .map_err(|e| io(e.into()))?;
+        }
+    }
+    reverts.finish().map_err(io)
 }
 
 enum ResultsWriter<W: Write> {

@@ -39,4 +39,7 @@ pub trait CheckpointStore: Send + Sync {
     fn commit(&self, rows: &[(u64, RowRecord)]) -> Result<(), StoreError>;
     /// All row records in row order.
     fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_>;
+    /// The summary of the run's latest invocation (`summary.json`), durably.
+    fn put_summary(&self, summary: &serde_json::Value) -> Result<(), StoreError>;
+    fn summary(&self) -> Result<Option<serde_json::Value>, StoreError>;
 }

@@ -10,6 +10,7 @@ use super::record::{Manifest, RowRecord, SCHEMA_VERSION};
 use super::{CheckpointStore, StoreError};
 
 const MANIFEST_KEY: &[u8] = b"m";
+const SUMMARY_KEY: &[u8] = b"s";
 const RUN_TREE_PREFIX: &str = "run:";
 /// sled defaults to a 1 GiB cache; a progress store needs little.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
@@ -65,6 +66,12 @@ impl SledStore {
             tree,
             dir: self.dir.clone(),
         })
+    }
+
+    /// Where a run keeps its copy of the job file (so reports can be rebuilt from the state
+    /// directory alone, even if the original file moved or changed).
+    pub fn job_copy(&self, run_id: &str, extension: &str) -> PathBuf {
+        self.dir.join("jobs").join(format!("{run_id}.{extension}"))
     }
 
     /// Ids of the runs in this store.
@@ -173,6 +180,26 @@ impl CheckpointStore for SledRun {
             .map_err(|e| classify(&self.dir, e))?;
         self.tree.flush().map_err(|e| classify(&self.dir, e))?;
         Ok(())
+    }
+
+    fn put_summary(&self, summary: &serde_json::Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(summary).expect("summaries serialize");
+        self.tree
+            .insert(SUMMARY_KEY, bytes)
+            .map_err(|e| classify(&self.dir, e))?;
+        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+        Ok(())
+    }
+
+    fn summary(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        match self
+            .tree
+            .get(SUMMARY_KEY)
+            .map_err(|e| classify(&self.dir, e))?
+        {
+            Some(bytes) => self.decode("summary", &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_> {

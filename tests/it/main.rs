@@ -3,6 +3,7 @@
 
 mod clients;
 mod jobs;
+mod operator;
 mod roundtrip;
 mod run_actions;
 mod run_control;

@@ -1,0 +1,614 @@
+//! Running a job as a library call: everything `simbatch run` does between parsing its
+//! arguments and printing — validation, the irreversible guard, lanes and credentials, the state
+//! store, the banner, the engine, the reports and the exit code. `run`, `demo` and library users
+//! (see `examples/`) all come through here.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::{CredentialEnv, ProviderConfig};
+use crate::exit_code::ExitCode;
+use crate::job::{validate_file, FileValidation, JobFormat, ParseOptions, ProviderKind};
+use crate::pipeline::engine::{Engine, FailureLimit, Live, RunOptions, Stop, StopReason};
+use crate::pipeline::lane::{Client, Lane};
+use crate::pipeline::retry::RetryPolicy;
+use crate::provider::http::{Http, REQUEST_TIMEOUT};
+use crate::provider::limiter::{LaneLimits, RateGate};
+use crate::store::{CheckpointStore, Manifest, Outcome, SledStore, SCHEMA_VERSION};
+
+/// Default rows in flight per lane; the rate gate, not this, sets the pace.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Where credentials come from: the environment (the CLI), or given in code (the in-process
+/// demo and library users talking to a sandbox).
+#[derive(Clone)]
+pub enum Credentials {
+    Environment,
+    /// Per provider name: a token (emnify, Telnyx) or `username:password` (Twilio).
+    Given(BTreeMap<String, String>),
+}
+
+/// Everything a run needs.
+#[derive(Clone)]
+pub struct RunRequest {
+    pub job: PathBuf,
+    pub format: Option<JobFormat>,
+    pub parse: ParseOptions,
+    pub state: PathBuf,
+    pub reports: Option<PathBuf>,
+    pub rate: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: u32,
+    pub max_failures: Option<FailureLimit>,
+    pub preflight: bool,
+    /// How long to wait for confirmations; `None` for `--no-wait`.
+    pub wait: Option<Duration>,
+    pub allow_irreversible: bool,
+    pub skip_invalid: bool,
+    pub fresh: bool,
+    pub results_format: Option<JobFormat>,
+    pub credentials: Credentials,
+    pub quiet: bool,
+    /// Install the two-stage Ctrl-C handler (the CLI does; a library caller may not want it).
+    pub handle_ctrl_c: bool,
+}
+
+impl RunRequest {
+    /// A request with the CLI's defaults for `job`.
+    pub fn new(job: impl Into<PathBuf>, parse: ParseOptions) -> RunRequest {
+        RunRequest {
+            job: job.into(),
+            format: None,
+            parse,
+            state: PathBuf::from(".simbatch"),
+            reports: None,
+            rate: None,
+            concurrency: None,
+            max_attempts: 5,
+            max_failures: None,
+            preflight: true,
+            wait: Some(Duration::from_secs(600)),
+            allow_irreversible: false,
+            skip_invalid: false,
+            fresh: false,
+            results_format: None,
+            credentials: Credentials::Environment,
+            quiet: false,
+            handle_ctrl_c: false,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub exit: ExitCode,
+    pub run_id: Option<String>,
+    pub summary: Option<serde_json::Value>,
+    pub reports: Option<PathBuf>,
+}
+
+impl RunOutcome {
+    fn early(exit: ExitCode) -> RunOutcome {
+        RunOutcome {
+            exit,
+            run_id: None,
+            summary: None,
+            reports: None,
+        }
+    }
+}
+
+/// `<file stem>-<first 8 hex of the SHA-256 of its bytes>` and the full hash.
+pub fn run_id(job: &Path) -> anyhow::Result<(String, String)> {
+    let mut file =
+        std::fs::File::open(job).with_context(|| format!("cannot open {}", job.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stem = job.file_stem().and_then(|s| s.to_str()).unwrap_or("job");
+    Ok((format!("{stem}-{}", &hash[..8]), hash))
+}
+
+/// `--max-failures N` or `N%`.
+pub fn parse_max_failures(raw: &str) -> anyhow::Result<FailureLimit> {
+    let invalid = || {
+        anyhow!("--max-failures `{raw}`: expected a number of rows (e.g. 50) or a share (e.g. 5%)")
+    };
+    match raw.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p.trim().parse().map_err(|_| invalid())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(invalid());
+            }
+            Ok(FailureLimit::Percent(p))
+        }
+        None => Ok(FailureLimit::Count(
+            raw.trim().parse().map_err(|_| invalid())?,
+        )),
+    }
+}
+
+fn secret(credentials: &Credentials, provider: &str, var: &str) -> anyhow::Result<String> {
+    let value = match credentials {
+        Credentials::Environment => std::env::var(var).ok(),
+        Credentials::Given(map) => map.get(provider).cloned(),
+    };
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => bail!("provider `{provider}`: set the environment variable {var} (credentials are read only from the environment)"),
+    }
+}
+
+/// Builds a provider's lane: its limits (documented, `simbatch.toml` tuning, `--rate`), its
+/// HTTP client and its credentials.
+pub fn build_lane(config: &ProviderConfig, req: &RunRequest) -> anyhow::Result<Lane> {
+    let mut limits = LaneLimits::documented(config.kind);
+    if let Some(rate) = config.tuning.rate {
+        limits = limits.with_rate(rate);
+    }
+    if let Some(cap) = config.tuning.max_in_flight {
+        limits.max_in_flight = Some(cap);
+    }
+    if let Some(rate) = req.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--rate must be a positive number of requests per second");
+        }
+        limits = limits.with_rate(rate);
+    }
+    let gate = Arc::new(RateGate::new(limits));
+    let http = Http::new(&config.base_url, gate, REQUEST_TIMEOUT)
+        .map_err(|e| anyhow!("provider `{}`: {e}", config.name))?;
+    let client = match (&config.credentials, config.kind) {
+        (CredentialEnv::Token(var), ProviderKind::Emnify) => {
+            Client::Emnify(crate::provider::emnify::Emnify::new(
+                http,
+                secret(&req.credentials, &config.name, var)?,
+            ))
+        }
+        (CredentialEnv::Token(var), ProviderKind::Telnyx) => {
+            Client::Telnyx(crate::provider::telnyx::Telnyx::new(
+                http,
+                secret(&req.credentials, &config.name, var)?,
+            ))
+        }
+        (CredentialEnv::Basic { username, password }, ProviderKind::Twilio) => {
+            let (user, pass) = match &req.credentials {
+                Credentials::Environment => (
+                    secret(&req.credentials, &config.name, username)?,
+                    secret(&req.credentials, &config.name, password)?,
+                ),
+                Credentials::Given(_) => {
+                    let both = secret(&req.credentials, &config.name, "credentials")?;
+                    let (u, p) = both.split_once(':').ok_or_else(|| {
+                        anyhow!(
+                            "provider `{}`: give Twilio credentials as SID:TOKEN",
+                            config.name
+                        )
+                    })?;
+                    (u.to_string(), p.to_string())
+                }
+            };
+            Client::Twilio(crate::provider::twilio::Twilio::new(http, user, pass))
+        }
+        _ => bail!(
+            "provider `{}`: credentials do not match its kind",
+            config.name
+        ),
+    };
+    Ok(Lane {
+        name: config.name.clone(),
+        kind: config.kind,
+        client,
+        concurrency: req
+            .concurrency
+            .or(config.tuning.concurrency)
+            // Under an in-flight cap (Twilio), twice as many workers as slots: a row's own work
+            // around its request (checkpoint marker, parsing) then overlaps other rows' requests
+            // and the cap stays full (measured: 111.6 ms per row with 100 workers and 100 ms
+            // latency; 2x workers reach the cap's bound).
+            .unwrap_or_else(|| {
+                limits
+                    .max_in_flight
+                    .map_or(DEFAULT_CONCURRENCY, |cap| 2 * cap)
+            }),
+        snapshot: std::sync::Mutex::new(None),
+    })
+}
+
+/// Prints a file's validation problems to stderr.
+pub fn print_validation_errors(v: &FileValidation) {
+    for d in v.diagnostics.sorted() {
+        eprintln!("{}", d.display(&v.path));
+    }
+    let (more_errors, more_warnings) = v.diagnostics.omitted();
+    if more_errors + more_warnings > 0 {
+        eprintln!(
+            "{}: ... and {more_errors} more errors, {more_warnings} more warnings",
+            v.path
+        );
+    }
+}
+
+/// Asks the operator to type the number of irreversible rows (SPEC 3.4).
+fn confirm_irreversible(count: u64) -> anyhow::Result<()> {
+    eprint!("This job irreversibly deletes {count} SIMs/profiles. Type {count} to continue: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != count.to_string() {
+        bail!("not confirmed; nothing was sent");
+    }
+    Ok(())
+}
+
+/// What a run records about how to read its job again (for `report`, `revert`, `status`).
+pub fn job_reading(manifest: &Manifest) -> (ParseOptions, Option<JobFormat>) {
+    let o = &manifest.options;
+    let kinds: BTreeMap<String, ProviderKind> =
+        serde_json::from_value(o["providers"].clone()).unwrap_or_default();
+    let parse = ParseOptions {
+        strictness: if o["lenient_ids"].as_bool().unwrap_or(false) {
+            crate::job::IdStrictness::Lenient
+        } else {
+            crate::job::IdStrictness::Strict
+        },
+        default_provider: o["provider"].as_str().map(str::to_string),
+        providers: crate::config::Providers::from_kinds(&kinds),
+    };
+    let format = match o["format"].as_str() {
+        Some("jsonl") => Some(JobFormat::Jsonl),
+        Some("csv") => Some(JobFormat::Csv),
+        _ => None,
+    };
+    (parse, format)
+}
+
+fn format_name(f: JobFormat) -> &'static str {
+    match f {
+        JobFormat::Csv => "csv",
+        JobFormat::Jsonl => "jsonl",
+    }
+}
+
+/// Runs (or resumes) a job.
+pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
+    // 1. The whole file is checked before anything is sent.
+    let validation = validate_file(&req.job, req.format, &req.parse);
+    if !req.quiet {
+        for d in validation
+            .diagnostics
+            .sorted()
+            .iter()
+            .filter(|d| d.severity == crate::job::Severity::Warning)
+        {
+            eprintln!("{}", d.display(&validation.path));
+        }
+    }
+    if validation.unreadable || (!validation.is_valid() && !req.skip_invalid) {
+        print_validation_errors(&validation);
+        eprintln!("{}: not run: fix the errors above (or pass --skip-invalid to run the valid rows); nothing was sent", validation.path);
+        return Ok(RunOutcome::early(ExitCode::Usage));
+    }
+    if validation.valid_rows == 0 {
+        print_validation_errors(&validation);
+        eprintln!("{}: no valid rows; nothing was sent", validation.path);
+        return Ok(RunOutcome::early(ExitCode::Usage));
+    }
+    let irreversible: u64 = validation
+        .counts
+        .iter()
+        .filter(|((_, a), _)| a.is_irreversible())
+        .map(|(_, n)| n)
+        .sum();
+    if irreversible > 0 {
+        if !req.allow_irreversible {
+            eprintln!(
+                "{}: {irreversible} rows are irreversible (delete, profile-delete); pass --allow-irreversible to run them. Nothing was sent.",
+                validation.path
+            );
+            return Ok(RunOutcome::early(ExitCode::Usage));
+        }
+        if req.handle_ctrl_c && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            confirm_irreversible(irreversible)?;
+        }
+    }
+
+    // 2. Lanes for the providers the job uses.
+    let mut lanes = BTreeMap::new();
+    for (provider, _) in validation.counts.keys() {
+        if !lanes.contains_key(provider) {
+            let config = req
+                .parse
+                .providers
+                .get(provider)
+                .expect("validation checked provider names");
+            lanes.insert(provider.clone(), Arc::new(build_lane(config, &req)?));
+        }
+    }
+
+    // 3. The state store: resume or start.
+    let (base_id, hash) = run_id(&req.job)?;
+    let run_id = if req.fresh {
+        format!("{base_id}-{}", Utc::now().format("%Y%m%d%H%M%S"))
+    } else {
+        base_id
+    };
+    let store = match SledStore::open(&req.state) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("simbatch: {e}");
+            return Ok(RunOutcome::early(ExitCode::StateStore));
+        }
+    };
+    let run_store = match store.run(&run_id) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("simbatch: {e}");
+            return Ok(RunOutcome::early(ExitCode::StateStore));
+        }
+    };
+    let resumed = match run_store.manifest() {
+        Ok(m) => m.is_some(),
+        Err(e) => {
+            eprintln!("simbatch: {e}");
+            return Ok(RunOutcome::early(ExitCode::StateStore));
+        }
+    };
+    let accounts: Vec<serde_json::Value> = lanes
+        .values()
+        .map(|l| {
+            let c = req.parse.providers.get(&l.name).expect("configured");
+            json!({"name": l.name, "kind": l.kind, "base_url": c.base_url.as_str()})
+        })
+        .collect();
+    let job_format = req
+        .format
+        .or_else(|| JobFormat::from_path(&req.job))
+        .unwrap_or(JobFormat::Csv);
+    if !resumed {
+        // The run keeps its own copy of the job, so its reports can be rebuilt from the state
+        // directory alone.
+        let copy = store.job_copy(&run_id, format_name(job_format));
+        std::fs::create_dir_all(copy.parent().expect("has a parent"))
+            .and_then(|()| std::fs::copy(&req.job, &copy).map(drop))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot copy the job into the state directory {}: {e}",
+                    req.state.display()
+                )
+            })?;
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.clone(),
+            job_path: req.job.display().to_string(),
+            job_sha256: hash.clone(),
+            rows: validation.valid_rows + validation.invalid_rows,
+            created_at: Utc::now(),
+            options: json!({
+                "accounts": accounts,
+                "providers": req.parse.providers.kinds(),
+                "provider": req.parse.default_provider,
+                "lenient_ids": req.parse.strictness == crate::job::IdStrictness::Lenient,
+                "format": format_name(job_format),
+                "results_format": format_name(req.results_format.unwrap_or(job_format)),
+                "rate": req.rate, "concurrency": req.concurrency, "max_attempts": req.max_attempts,
+                "preflight": req.preflight, "wait_s": req.wait.map(|w| w.as_secs()),
+                "skip_invalid": req.skip_invalid,
+            }),
+        };
+        if let Err(e) = run_store.write_manifest(&manifest) {
+            eprintln!("simbatch: {e}");
+            return Ok(RunOutcome::early(ExitCode::StateStore));
+        }
+    }
+    let reports_dir = req
+        .reports
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+
+    // 4. The banner: what is about to change, where.
+    if !req.quiet {
+        eprintln!(
+            "simbatch: {} run {run_id}: {} rows from {} (state {}, reports {})",
+            if resumed { "resuming" } else { "starting" },
+            validation.valid_rows,
+            validation.path,
+            req.state.display(),
+            reports_dir.display()
+        );
+        for lane in lanes.values() {
+            let c = req.parse.providers.get(&lane.name).expect("configured");
+            let actions: Vec<String> = validation
+                .counts
+                .iter()
+                .filter(|((p, _), _)| *p == lane.name)
+                .map(|((_, a), n)| format!("{a} {n}"))
+                .collect();
+            eprintln!(
+                "  {} ({}, {}): {}",
+                lane.name,
+                lane.kind,
+                c.base_url,
+                actions.join(", ")
+            );
+        }
+    }
+
+    let options = RunOptions {
+        policy: RetryPolicy {
+            max_attempts: req.max_attempts,
+            ..RetryPolicy::default()
+        },
+        preflight: req.preflight,
+        wait: req.wait,
+        max_failures: req.max_failures,
+        group_concurrency: 64,
+    };
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let run_store: Arc<dyn CheckpointStore> = Arc::new(run_store);
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(Stop::default());
+    let engine = Arc::new(Engine {
+        job: req.job.clone(),
+        format: req.format,
+        parse: req.parse.clone(),
+        lanes: lanes.clone(),
+        store: run_store.clone(),
+        options,
+        live: live.clone(),
+        stop: stop.clone(),
+    });
+    let progress = crate::progress::Progress::new(validation.valid_rows, req.quiet);
+    if req.handle_ctrl_c {
+        let (stop, progress) = (stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                progress.println("simbatch: interrupted: finishing requests in flight, then writing reports; press Ctrl-C again to exit at once (the run stays resumable)");
+                stop.request(StopReason::Interrupted);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(ExitCode::Aborted as i32);
+                }
+            }
+        });
+    }
+    let bar = progress.clone();
+    let counts = live.clone();
+    let stopped = engine.run(Box::new(move |_, _| bar.update(&counts))).await;
+    progress.finish();
+
+    // 5. Reports from the store, then the exit code.
+    let results_format = req.results_format.unwrap_or(job_format);
+    let (files, tally) = crate::report::write_rows(
+        &reports_dir,
+        &req.job,
+        req.format,
+        &req.parse,
+        run_store.as_ref(),
+        results_format,
+    )?;
+    let requests: BTreeMap<&str, u64> = lanes
+        .values()
+        .map(|l| (l.name.as_str(), l.http().requests()))
+        .collect();
+    let rate_limited: u64 = lanes.values().map(|l| l.http().gate.slowdowns()).sum();
+    let elapsed = started.elapsed();
+    let exit = exit_code(stopped.as_ref(), &tally);
+    let summary = json!({
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "job": {"path": req.job.display().to_string(), "sha256": hash},
+        "providers": accounts,
+        "started_at": started_at,
+        "finished_at": Utc::now(),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "rows": tally.rows,
+        "outcomes": tally.outcomes,
+        "not_started": tally.not_started,
+        "per_provider": tally.per_provider,
+        "per_action": tally.per_action,
+        "requests": requests,
+        "requests_total": requests.values().sum::<u64>(),
+        "rate_limited_429": rate_limited,
+        "attempts": tally.attempts,
+        "rows_per_s": if elapsed > Duration::ZERO { live.finished.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64() } else { 0.0 },
+        "latency_ms": {"p50": tally.latency.quantile(0.5), "p95": tally.latency.quantile(0.95), "p99": tally.latency.quantile(0.99)},
+        "queued_ms": {"p50": tally.queued.quantile(0.5), "p95": tally.queued.quantile(0.95)},
+        "not_revertible": tally.not_revertible,
+        "revert_rows": tally.revert_rows,
+        "stopped": stopped.as_ref().map(describe_stop),
+        "exit_code": exit as u8,
+    });
+    crate::report::write_summary(&files.dir, &summary)?;
+    if let Err(e) = run_store.put_summary(&summary) {
+        eprintln!("simbatch: {e}");
+    }
+
+    if !req.quiet {
+        let counts: Vec<String> = tally
+            .outcomes
+            .iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect();
+        eprintln!(
+            "simbatch: {run_id}: {} in {:.1}s; {} requests, {rate_limited} rate-limited",
+            counts.join(", "),
+            elapsed.as_secs_f64(),
+            requests.values().sum::<u64>()
+        );
+        eprintln!(
+            "simbatch: reports in {}/ (results, failed, pending, revert, summary)",
+            files.dir.display()
+        );
+    }
+    if let Some(reason) = &stopped {
+        eprintln!(
+            "simbatch: stopped: {}; run the same command again to resume",
+            describe_stop(reason)
+        );
+    } else if exit == ExitCode::Pending {
+        eprintln!("simbatch: some changes are accepted but not yet confirmed; run the same command again to confirm them");
+    }
+    Ok(RunOutcome {
+        exit,
+        run_id: Some(run_id),
+        summary: Some(summary),
+        reports: Some(files.dir),
+    })
+}
+
+fn describe_stop(reason: &StopReason) -> String {
+    match reason {
+        StopReason::Auth { provider, message } => {
+            format!("provider `{provider}` refused the credentials ({message})")
+        }
+        StopReason::FailureThreshold { failed, finished } => {
+            format!("{failed} of {finished} finished rows failed, over --max-failures")
+        }
+        StopReason::Interrupted => "interrupted".into(),
+        StopReason::Store(e) => format!("checkpoint store failed: {e}"),
+    }
+}
+
+/// The exit code of SPEC 5 for a finished (or stopped) run.
+pub fn exit_code(stopped: Option<&StopReason>, tally: &crate::report::Tally) -> ExitCode {
+    match stopped {
+        Some(StopReason::Store(_)) => return ExitCode::StateStore,
+        Some(_) => return ExitCode::Aborted,
+        None => {}
+    }
+    if tally.count(Outcome::Failed)
+        + tally.count(Outcome::Unknown)
+        + tally.count(Outcome::Blocked)
+        + tally.count(Outcome::Invalid)
+        > 0
+    {
+        ExitCode::RowsFailed
+    } else if tally.count(Outcome::Pending) > 0 {
+        ExitCode::Pending
+    } else if tally.not_started > 0 {
+        ExitCode::Aborted
+    } else {
+        ExitCode::Success
+    }
+}
