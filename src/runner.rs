@@ -539,8 +539,9 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         "stopped": stopped.as_ref().map(describe_stop),
         "exit_code": exit as u8,
     });
-    crate::report::write_summary(&files.dir, &summary)?;
-    if let Err(e) = run_store.put_summary(&summary) {
+    let summary_bytes = crate::report::summary_bytes(&summary);
+    crate::report::write_summary(&files.dir, &summary_bytes)?;
+    if let Err(e) = run_store.put_summary(&summary_bytes) {
         eprintln!("simbatch: {e}");
     }
 

@@ -131,6 +131,21 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::Success)
 }
 
+/// An existing run by id or prefix: its store, id, tree and manifest.
+fn open_run(
+    global: &GlobalArgs,
+    wanted: &str,
+) -> anyhow::Result<Result<(SledStore, String, SledRun, Manifest), ExitCode>> {
+    let store = match open_store(global) {
+        Ok(s) => s,
+        Err(code) => return Ok(Err(code)),
+    };
+    let id = find_run(&store, wanted)?;
+    let run = store.run(&id)?;
+    let manifest = manifest(&run, &id)?;
+    Ok(Ok((store, id, run, manifest)))
+}
+
 /// The run's own copy of its job file and how to read it.
 fn job_of(
     store: &SledStore,
@@ -147,13 +162,10 @@ fn job_of(
 }
 
 pub fn report(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let store = match open_store(global) {
-        Ok(s) => s,
+    let (store, id, run, manifest) = match open_run(global, &args.run)? {
+        Ok(opened) => opened,
         Err(code) => return Ok(code),
     };
-    let id = find_run(&store, &args.run)?;
-    let run = store.run(&id)?;
-    let manifest = manifest(&run, &id)?;
     let (job, parse, format) = job_of(&store, &id, &manifest);
     let results_format = match manifest.options["results_format"].as_str() {
         Some("jsonl") => crate::job::JobFormat::Jsonl,
@@ -185,13 +197,10 @@ pub fn report(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitCode
 }
 
 pub fn revert(global: &GlobalArgs, args: &RevertArgs) -> anyhow::Result<ExitCode> {
-    let store = match open_store(global) {
-        Ok(s) => s,
+    let (store, id, run, manifest) = match open_run(global, &args.run)? {
+        Ok(opened) => opened,
         Err(code) => return Ok(code),
     };
-    let id = find_run(&store, &args.run)?;
-    let run = store.run(&id)?;
-    let manifest = manifest(&run, &id)?;
     let (job, parse, format) = job_of(&store, &id, &manifest);
     let (rows, not_revertible) =
         crate::report::write_revert(&args.output, &job, format, &parse, &run)?;

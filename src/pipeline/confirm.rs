@@ -75,6 +75,18 @@ struct Waiting {
     next_look: Instant,
 }
 
+impl Waiting {
+    /// A newly handed-over change: first look soon, give up at the wait timeout.
+    fn new(handoff: Handoff, wait: Duration) -> Waiting {
+        let now = Instant::now();
+        Waiting {
+            handoff,
+            deadline: now + wait,
+            next_look: now + FIRST_LOOK,
+        }
+    }
+}
+
 async fn finish(
     writer: &Writer,
     note: &OnOutcome,
@@ -114,21 +126,13 @@ async fn run(
         // Take in new handoffs; when idle, block for the next one.
         if waiting.is_empty() && open {
             match rx.recv().await {
-                Some(h) => waiting.push(Waiting {
-                    deadline: Instant::now() + wait,
-                    next_look: Instant::now() + FIRST_LOOK,
-                    handoff: h,
-                }),
+                Some(h) => waiting.push(Waiting::new(h, wait)),
                 None => open = false,
             }
         }
         while let Ok(h) = rx.try_recv() {
             last_arrival = Instant::now();
-            waiting.push(Waiting {
-                deadline: Instant::now() + wait,
-                next_look: Instant::now() + FIRST_LOOK,
-                handoff: h,
-            });
+            waiting.push(Waiting::new(h, wait));
         }
         if last_arrival.elapsed() >= QUIET_AFTER {
             let soon = Instant::now() + FIRST_LOOK;
@@ -176,7 +180,7 @@ async fn run(
                 match h {
                     Some(h) => {
                         last_arrival = Instant::now();
-                        waiting.push(Waiting { deadline: Instant::now() + wait, next_look: Instant::now() + FIRST_LOOK, handoff: h });
+                        waiting.push(Waiting::new(h, wait));
                     }
                     None => open = false,
                 }

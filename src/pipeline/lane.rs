@@ -76,32 +76,16 @@ impl Lane {
         let budget = wanted.len() as u64;
         let mut listed: Vec<(String, SimState)> = Vec::new();
         let pages = match &self.client {
-            Client::Emnify(c) => {
-                let (first, pages) = c.sim_page(1).await?;
+            // Numbered pages with a known count: read the first, then the rest if that pays.
+            Client::Emnify(_) | Client::Telnyx(_) => {
+                let (first, pages) = self.sim_page(1).await?;
                 if pages >= budget {
                     return Ok(0);
                 }
                 listed.extend(first.into_iter().filter(|(i, _)| wanted.contains(i)));
                 for page in 2..=pages {
                     listed.extend(
-                        c.sim_page(page)
-                            .await?
-                            .0
-                            .into_iter()
-                            .filter(|(i, _)| wanted.contains(i)),
-                    );
-                }
-                pages
-            }
-            Client::Telnyx(c) => {
-                let (first, pages) = c.sim_page(1).await?;
-                if pages >= budget {
-                    return Ok(0);
-                }
-                listed.extend(first.into_iter().filter(|(i, _)| wanted.contains(i)));
-                for page in 2..=pages {
-                    listed.extend(
-                        c.sim_page(page)
+                        self.sim_page(page)
                             .await?
                             .0
                             .into_iter()
@@ -126,6 +110,17 @@ impl Lane {
         }
         *self.snapshot.lock().expect("snapshot lock") = Some(snapshot);
         Ok(pages)
+    }
+
+    /// One numbered page of the SIM inventory (emnify, Telnyx) and the number of pages.
+    async fn sim_page(&self, page: u64) -> Result<(Vec<(String, SimState)>, u64), ProviderError> {
+        match &self.client {
+            Client::Emnify(c) => c.sim_page(page).await,
+            Client::Telnyx(c) => c.sim_page(page).await,
+            Client::Twilio(_) => Err(ProviderError::permanent(
+                "Twilio pages by link, not by number",
+            )),
+        }
     }
 
     /// The listed state of a row's SIM, once; `None` when it must be read live.

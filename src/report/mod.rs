@@ -453,16 +453,22 @@ impl<W: Write> ResultsWriter<W> {
     }
 }
 
+/// The bytes of `summary.json` for a summary.
+pub fn summary_bytes(summary: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(summary).expect("summaries serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Writes `summary.json` (owner-only).
-pub fn write_summary(dir: &Path, summary: &serde_json::Value) -> Result<PathBuf, ReportError> {
+pub fn write_summary(dir: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
     let io = |source| ReportError::Io {
         dir: dir.display().to_string(),
         source,
     };
     let path = dir.join("summary.json");
     let mut out = private_file(&path).map_err(io)?;
-    serde_json::to_writer_pretty(&mut out, summary).map_err(|e| io(e.into()))?;
-    out.write_all(b"\n").map_err(io)?;
+    out.write_all(bytes).map_err(io)?;
     out.flush().map_err(io)?;
     Ok(path)
 }

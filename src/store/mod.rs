@@ -39,7 +39,8 @@ pub trait CheckpointStore: Send + Sync {
     fn commit(&self, rows: &[(u64, RowRecord)]) -> Result<(), StoreError>;
     /// All row records in row order.
     fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_>;
-    /// The summary of the run's latest invocation (`summary.json`), durably.
-    fn put_summary(&self, summary: &serde_json::Value) -> Result<(), StoreError>;
-    fn summary(&self) -> Result<Option<serde_json::Value>, StoreError>;
+    /// The exact bytes of the latest invocation's `summary.json`, durably (kept verbatim so that
+    /// `report` reproduces it byte for byte: floats need not survive a parse and re-print).
+    fn put_summary(&self, summary: &[u8]) -> Result<(), StoreError>;
+    fn summary(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -182,24 +182,20 @@ impl CheckpointStore for SledRun {
         Ok(())
     }
 
-    fn put_summary(&self, summary: &serde_json::Value) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(summary).expect("summaries serialize");
+    fn put_summary(&self, summary: &[u8]) -> Result<(), StoreError> {
         self.tree
-            .insert(SUMMARY_KEY, bytes)
+            .insert(SUMMARY_KEY, summary)
             .map_err(|e| classify(&self.dir, e))?;
         self.tree.flush().map_err(|e| classify(&self.dir, e))?;
         Ok(())
     }
 
-    fn summary(&self) -> Result<Option<serde_json::Value>, StoreError> {
-        match self
+    fn summary(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
             .tree
             .get(SUMMARY_KEY)
             .map_err(|e| classify(&self.dir, e))?
-        {
-            Some(bytes) => self.decode("summary", &bytes).map(Some),
-            None => Ok(None),
-        }
+            .map(|b| b.to_vec()))
     }
 
     fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_> {
