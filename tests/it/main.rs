@@ -15,5 +15,6 @@ mod sandbox_limits;
 mod sandbox_support;
 mod sandbox_telnyx;
 mod sandbox_twilio;
+mod secrets;
 mod support;
 mod validate;
