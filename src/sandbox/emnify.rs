@@ -725,6 +725,28 @@ fn number(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// The eUICC addressed by a path id, or emnify's eUICC 404.
+fn euicc_or_404(inv: &Inventory, raw: &str) -> Result<usize, Response> {
+    number(raw)
+        .and_then(|id| inv.euicc_index(id))
+        .ok_or_else(|| {
+            euicc_error(
+                StatusCode::NOT_FOUND,
+                format!("eUICC with id {raw} not found or not an IoT eUICC"),
+            )
+        })
+}
+
+/// A PATCH's SIM/endpoint id and JSON body, or emnify's 400.
+fn id_and_body<T: serde::de::DeserializeOwned>(
+    raw: &str,
+    body: &[u8],
+) -> Result<(u64, T), Response> {
+    let id = number(raw).ok_or_else(|| bad_id(raw))?;
+    let parsed = serde_json::from_slice(body).map_err(bad_body)?;
+    Ok((id, parsed))
+}
+
 async fn list_sims(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -827,12 +849,9 @@ async fn patch_sim(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(id) = number(&raw) else {
-        return bad_id(&raw);
-    };
-    let patch: SimPatch = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return bad_body(e),
+    let (id, patch): (u64, SimPatch) = match id_and_body(&raw, &body) {
+        Ok(parsed) => parsed,
+        Err(r) => return r,
     };
     if patch.issuer_org.is_some() || patch.reseller_org.is_some() {
         return error(
@@ -999,12 +1018,9 @@ async fn patch_endpoint(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(id) = number(&raw) else {
-        return bad_id(&raw);
-    };
-    let patch: EndpointPatch = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return bad_body(e),
+    let (id, patch): (u64, EndpointPatch) = match id_and_body(&raw, &body) {
+        Ok(parsed) => parsed,
+        Err(r) => return r,
     };
     let mut inv = shared.emnify_inventory(Instant::now());
     let Some(ep) = inv.endpoint(id).cloned() else {
@@ -1174,12 +1190,9 @@ async fn list_euiccs(
 
 async fn get_euicc(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
     let inv = shared.emnify_inventory(Instant::now());
-    match number(&raw).and_then(|id| inv.euicc_index(id)) {
-        Some(i) => Json(euicc_json(&inv, i)).into_response(),
-        None => euicc_error(
-            StatusCode::NOT_FOUND,
-            format!("eUICC with id {raw} not found or not an IoT eUICC"),
-        ),
+    match euicc_or_404(&inv, &raw) {
+        Ok(i) => Json(euicc_json(&inv, i)).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -1246,11 +1259,9 @@ async fn schedule_operations(
     }
     let now = Instant::now();
     let mut inv = shared.emnify_inventory(now);
-    let Some(e) = number(&raw).and_then(|id| inv.euicc_index(id)) else {
-        return euicc_error(
-            StatusCode::NOT_FOUND,
-            format!("eUICC with id {raw} not found or not an IoT eUICC"),
-        );
+    let e = match euicc_or_404(&inv, &raw) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let created = Utc::now();
     let delay = shared.config.async_delay;
@@ -1316,11 +1327,9 @@ async fn list_operations(
         Err(r) => return r,
     };
     let inv = shared.emnify_inventory(Instant::now());
-    let Some(e) = number(&raw).and_then(|id| inv.euicc_index(id)) else {
-        return euicc_error(
-            StatusCode::NOT_FOUND,
-            format!("eUICC with id {raw} not found or not an IoT eUICC"),
-        );
+    let e = match euicc_or_404(&inv, &raw) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let ops: Vec<Value> = inv.euiccs[e]
         .operations
@@ -1352,11 +1361,9 @@ async fn get_operation(
     Path((raw, op_id)): Path<(String, String)>,
 ) -> Response {
     let inv = shared.emnify_inventory(Instant::now());
-    let Some(e) = number(&raw).and_then(|id| inv.euicc_index(id)) else {
-        return euicc_error(
-            StatusCode::NOT_FOUND,
-            format!("eUICC with id {raw} not found or not an IoT eUICC"),
-        );
+    let e = match euicc_or_404(&inv, &raw) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     match inv.euiccs[e].operations.iter().find(|op| op.id == op_id) {
         Some(op) => Json(operation_json(op)).into_response(),
