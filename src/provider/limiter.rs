@@ -68,7 +68,6 @@ pub struct RateGate {
     turn: tokio::sync::Mutex<()>,
     in_flight: Option<Semaphore>,
     paused_until: Mutex<Option<Instant>>,
-    waited_ns: AtomicU64,
     slowdowns: AtomicU64,
 }
 
@@ -86,7 +85,6 @@ impl RateGate {
             turn: tokio::sync::Mutex::new(()),
             in_flight: limits.max_in_flight.map(Semaphore::new),
             paused_until: Mutex::new(None),
-            waited_ns: AtomicU64::new(0),
             slowdowns: AtomicU64::new(0),
         }
     }
@@ -111,8 +109,7 @@ impl RateGate {
             let _turn = self.turn.lock().await;
             limiter.until_ready().await;
         }
-        self.waited_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let _ = GATE_WAIT.try_with(|w| w.set(w.get() + started.elapsed()));
         permit
     }
 
@@ -124,11 +121,6 @@ impl RateGate {
         if pause.is_none_or(|p| p < until) {
             *pause = Some(until);
         }
-    }
-
-    /// Total time requests spent waiting at this gate.
-    pub fn waited(&self) -> Duration {
-        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
     }
 
     pub fn slowdowns(&self) -> u64 {
