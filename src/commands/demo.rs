@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::cli::{DemoArgs, GlobalArgs};
-use crate::config::{ProviderConfig, Providers, Tuning};
+use crate::config::{Providers, Tuning};
 use crate::exit_code::ExitCode;
 use crate::job::{IdStrictness, ParseOptions, ProviderKind};
 use crate::runner::{run_job, Credentials, RunRequest};
@@ -23,12 +23,12 @@ const DEMO_REVERT_REPORTS: &str = "reports/demo-revert";
 /// Providers pointed at the in-process sandbox, paced for its scaled limits.
 fn providers(base: &str, scale: f64) -> Providers {
     let mut providers = Providers::default();
+    providers.point_at_sandbox(&url::Url::parse(base).expect("sandbox URL"));
     for kind in ProviderKind::ALL {
         let mut config = providers
             .get(kind.name())
             .expect("default providers")
             .clone();
-        config.base_url = url::Url::parse(&format!("{base}/{}", kind.name())).expect("sandbox URL");
         config.tuning = match kind {
             // The documented limits times `scale`, as the client would be configured for them.
             ProviderKind::Emnify => Tuning {
@@ -45,7 +45,7 @@ fn providers(base: &str, scale: f64) -> Providers {
                 ..Tuning::default()
             },
         };
-        providers.insert(ProviderConfig { ..config });
+        providers.insert(config);
     }
     providers
 }

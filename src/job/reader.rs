@@ -27,7 +27,6 @@ pub struct JobReader {
     rows: Rows,
     options: ParseOptions,
     header_diagnostics: Vec<Diagnostic>,
-    format: JobFormat,
     extra_columns: Vec<std::sync::Arc<str>>,
 }
 
@@ -58,7 +57,6 @@ impl JobReader {
             rows,
             options,
             header_diagnostics,
-            format,
             extra_columns,
         })
     }
@@ -66,10 +64,6 @@ impl JobReader {
     /// The carried extra columns in file order (CSV; for JSONL each row carries its own keys).
     pub fn extra_columns(&self) -> Vec<std::sync::Arc<str>> {
         self.extra_columns.clone()
-    }
-
-    pub fn format(&self) -> JobFormat {
-        self.format
     }
 
     /// Problems with the CSV header's names (near misses, repeats).

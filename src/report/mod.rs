@@ -114,7 +114,6 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
 /// Where the report files are.
 pub struct ReportFiles {
     pub dir: PathBuf,
-    pub results: PathBuf,
 }
 
 /// Writes results, failed and pending files; returns the tally for the summary.
@@ -228,7 +227,6 @@ pub fn write_rows(
     Ok((
         ReportFiles {
             dir: dir.to_path_buf(),
-            results: results_path,
         },
         tally,
     ))
