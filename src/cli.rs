@@ -172,6 +172,16 @@ pub struct RunArgs {
     /// Format of the results file [default: that of the job]
     #[arg(long, value_enum)]
     pub report_format: Option<JobFormat>,
+    /// Only send inside this daily window (HH:MM-HH:MM, may cross midnight); wait for it to
+    /// open, stop at its close (exit 3, resumable)
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = crate::pipeline::schedule::parse_window)]
+    pub window: Option<crate::pipeline::schedule::Window>,
+    /// Time zone of --window (IANA name, e.g. Europe/Berlin) [default: local time]
+    #[arg(long, value_name = "ZONE", requires = "window", value_parser = crate::pipeline::schedule::parse_zone)]
+    pub tz: Option<crate::pipeline::schedule::Zone>,
+    /// Stop sending at this time (RFC 3339, or a duration from now such as 45m); exit 3, resumable
+    #[arg(long, value_name = "TIME", value_parser = crate::pipeline::schedule::parse_until_from_now)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Args)]

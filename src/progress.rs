@@ -80,10 +80,15 @@ impl Progress {
         if self.quiet {
             return;
         }
+        // A closed stderr (`2>&1 | head`) must not stop the run: write, never panic.
+        let write = || {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{line}");
+        };
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            write();
         } else {
-            self.bar.suspend(|| eprintln!("{line}"));
+            self.bar.suspend(write);
         }
     }
 

@@ -20,6 +20,7 @@ use crate::job::{validate_file, FileValidation, JobFormat, ParseOptions, Provide
 use crate::pipeline::engine::{Engine, FailureLimit, Live, RunOptions, Stop, StopReason};
 use crate::pipeline::lane::{Client, Lane};
 use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::schedule::Schedule;
 use crate::provider::http::{Http, REQUEST_TIMEOUT};
 use crate::provider::limiter::{LaneLimits, RateGate};
 use crate::store::{CheckpointStore, Manifest, Outcome, SledStore, SCHEMA_VERSION};
@@ -59,6 +60,8 @@ pub struct RunRequest {
     pub quiet: bool,
     /// Install the two-stage Ctrl-C handler (the CLI does; a library caller may not want it).
     pub handle_ctrl_c: bool,
+    /// When sending is allowed (`--window`, `--tz`, `--until`).
+    pub schedule: Schedule,
 }
 
 impl RunRequest {
@@ -79,6 +82,7 @@ impl RunRequest {
             allow_irreversible: false,
             skip_invalid: false,
             fresh: false,
+            schedule: Schedule::default(),
             results_format: None,
             credentials: Credentials::Environment,
             quiet: false,
@@ -414,6 +418,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
                 "rate": req.rate, "concurrency": req.concurrency, "max_attempts": req.max_attempts,
                 "preflight": req.preflight, "wait_s": req.wait.map(|w| w.as_secs()),
                 "skip_invalid": req.skip_invalid,
+                "schedule": (!req.schedule.is_unrestricted()).then(|| req.schedule.describe()),
             }),
         };
         if let Err(e) = run_store.write_manifest(&manifest) {
@@ -469,6 +474,17 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
     let run_store: Arc<dyn CheckpointStore> = Arc::new(run_store);
     let live = Arc::new(Live::default());
     let stop = Arc::new(Stop::default());
+    let progress = crate::progress::Progress::new(validation.valid_rows, req.quiet);
+    let (open_tx, open) = tokio::sync::watch::channel(req.schedule.is_unrestricted());
+    if !req.schedule.is_unrestricted() {
+        let (schedule, stop, progress) = (req.schedule, stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            crate::pipeline::schedule::supervise(schedule, open_tx, stop, |line| {
+                progress.println(line)
+            })
+            .await
+        });
+    }
     let engine = Arc::new(Engine {
         job: req.job.clone(),
         format: req.format,
@@ -478,8 +494,8 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         options,
         live: live.clone(),
         stop: stop.clone(),
+        open,
     });
-    let progress = crate::progress::Progress::new(validation.valid_rows, req.quiet);
     if req.handle_ctrl_c {
         let (stop, progress) = (stop.clone(), progress.clone());
         tokio::spawn(async move {
@@ -588,6 +604,10 @@ fn describe_stop(reason: &StopReason) -> String {
         }
         StopReason::Interrupted => "interrupted".into(),
         StopReason::Store(e) => format!("checkpoint store failed: {e}"),
+        StopReason::Until { at } => {
+            format!("nothing may be sent after --until {}", at.to_rfc3339())
+        }
+        StopReason::WindowClosed { window } => format!("the {window} closed"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::exit_code::ExitCode;
+use crate::pipeline::schedule::Schedule;
 use crate::runner::{parse_max_failures, run_job, Credentials, RunRequest};
 
 use super::validate::parse_options;
@@ -31,6 +32,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         credentials: Credentials::Environment,
         quiet: global.quiet,
         handle_ctrl_c: true,
+        schedule: Schedule {
+            window: args.window,
+            zone: args.tz,
+            until: args.until,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

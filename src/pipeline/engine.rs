@@ -47,10 +47,24 @@ pub struct RunOptions {
 /// Why dispatch stopped early.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
-    Auth { provider: String, message: String },
-    FailureThreshold { failed: u64, finished: u64 },
+    Auth {
+        provider: String,
+        message: String,
+    },
+    FailureThreshold {
+        failed: u64,
+        finished: u64,
+    },
     Interrupted,
     Store(String),
+    /// `--until` was reached.
+    Until {
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The `--window` closed (or will not open again before `--until`).
+    WindowClosed {
+        window: String,
+    },
 }
 
 /// Outcomes as they are produced (for progress and the failure threshold).
@@ -151,6 +165,8 @@ pub struct Engine {
     pub options: RunOptions,
     pub live: Arc<Live>,
     pub stop: Arc<Stop>,
+    /// True while the schedule (`--window`, `--until`) allows sending; see `schedule`.
+    pub open: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Reads the job and hands each of a lane's ungrouped rows (with its index) to `send`.
@@ -243,6 +259,9 @@ impl Engine {
                 let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
+                if !super::schedule::wait_open(&mut engine.open.clone(), &engine.stop).await {
+                    return;
+                }
                 engine.run_group(&writer, &confirmers, rows).await;
             });
         }
@@ -283,6 +302,11 @@ impl Engine {
         writer: Writer,
         confirmers: Arc<BTreeMap<String, Confirmer>>,
     ) {
+        // Outside the window nothing is read either: a listing taken hours before the window
+        // opens would be stale by then.
+        if !super::schedule::wait_open(&mut self.open.clone(), &self.stop).await {
+            return;
+        }
         let wanted = {
             let (job, format, parse, stop, lane) = (
                 self.job.clone(),
@@ -415,8 +439,8 @@ impl Engine {
             self.note(outcome, false);
             return Some(outcome);
         }
-        // `not_before`: the row is held, not failed, until its time (a stop ends the wait and
-        // leaves the row for the next run). Issue 6's window scheduling builds on this.
+        // `not_before`: the row is held, not failed, until its time (a stop — Ctrl-C, the
+        // window's close, `--until` — ends the wait and leaves the row for the next run).
         if let Some(at) = row.not_before {
             if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
                 tracing::info!(line = row.line, until = %at, "holding the row until its not_before");

@@ -1,7 +1,7 @@
 //! The run pipeline: per-provider lanes (`lane`), pre-flight decisions (`preflight`), retry
 //! timing (`retry`), one row's execution with reconciliation (`execute`), the group-commit
-//! checkpoint writer (`writer`), batched confirmation of asynchronous changes (`confirm`) and the
-//! engine that ties them together (`engine`).
+//! checkpoint writer (`writer`), batched confirmation of asynchronous changes (`confirm`), when
+//! sending is allowed (`schedule`) and the engine that ties them together (`engine`).
 
 pub mod confirm;
 pub mod engine;
@@ -9,4 +9,5 @@ pub mod execute;
 pub mod lane;
 pub mod preflight;
 pub mod retry;
+pub mod schedule;
 pub mod writer;

@@ -8,6 +8,7 @@ mod roundtrip;
 mod run_actions;
 mod run_control;
 mod run_resilience;
+mod run_schedule;
 mod run_support;
 mod sandbox_emnify;
 mod sandbox_faults;

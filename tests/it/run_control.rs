@@ -25,7 +25,7 @@ fn slow() -> SandboxConfig {
     }
 }
 
-fn telnyx_suspensions(n: u64) -> String {
+pub fn telnyx_suspensions(n: u64) -> String {
     let mut job = String::from("action,provider,iccid\n");
     for i in (1..=n * 2)
         .filter(|i| !inventory::starts_suspended(*i))
