@@ -57,6 +57,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Write the job that restores what a run changed
     Revert(RevertArgs),
+    /// List a provider's SIM inventory as CSV/JSONL (add an `action` column to make it a job)
+    Export(ExportArgs),
     /// Run a bundled job end to end against an in-process sandbox, then revert it
     Demo(DemoArgs),
     /// Serve the built-in provider sandbox (emnify, Twilio, Telnyx stand-ins) on one port
@@ -218,6 +220,28 @@ pub struct RevertArgs {
     /// Where to write the revert job (CSV)
     #[arg(short, long, value_name = "JOB")]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The configured provider to list
+    #[arg(long, value_name = "NAME")]
+    pub provider: String,
+    /// Only SIMs in this status (the provider's wording: Activated, active, enabled…)
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    /// Only SIMs in this emnify organisation, Twilio Fleet or Telnyx SIM card group
+    #[arg(long, visible_aliases = ["fleet", "org"], value_name = "ID")]
+    pub group: Option<String>,
+    /// Where to write the inventory
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Output format [default: from the extension of FILE, else CSV]
+    #[arg(long, value_enum)]
+    pub format: Option<JobFormat>,
+    /// Requests per second (overrides the documented limits)
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exit_code;
+pub mod export;
 pub mod job;
 pub mod pipeline;
 pub mod progress;

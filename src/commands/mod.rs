@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit code.
 
 pub mod demo;
+pub mod export;
 pub mod plan;
 pub mod run;
 pub mod runs;
@@ -19,6 +20,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => runs::status(&cli.global, &args),
         Command::Report(args) => runs::report(&cli.global, &args),
         Command::Revert(args) => runs::revert(&cli.global, &args),
+        Command::Export(args) => export::run(&cli.global, &args),
         Command::Demo(args) => demo::run(&cli.global, &args),
         Command::Sandbox(args) => sandbox::run(&args),
     }

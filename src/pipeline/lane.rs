@@ -32,6 +32,15 @@ pub struct Lane {
     pub snapshot: Mutex<Option<HashMap<String, Option<SimState>>>>,
 }
 
+/// Where a walk over the inventory stands: numbered pages (emnify, Telnyx) or the next
+/// page's path (Twilio).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    First,
+    Number(u64),
+    Path(String),
+}
+
 /// Fewer rows than this in a lane are looked up one by one: listing would not pay.
 pub const SNAPSHOT_MIN_ROWS: usize = 50;
 /// Confirmations are swept in batches once at least this many are waiting.
@@ -110,6 +119,38 @@ impl Lane {
         }
         *self.snapshot.lock().expect("snapshot lock") = Some(snapshot);
         Ok(pages)
+    }
+
+    /// One page of the whole SIM inventory from `cursor` (the first: [`Cursor::First`]) and
+    /// the cursor of the next page, if any. Twilio's listing can be narrowed to one Fleet.
+    pub async fn inventory_page(
+        &self,
+        cursor: &Cursor,
+        fleet: Option<&str>,
+    ) -> Result<(Vec<(String, SimState)>, Option<Cursor>), ProviderError> {
+        match (&self.client, cursor) {
+            (Client::Twilio(c), Cursor::First) => {
+                let (sims, next) = c.sim_page(&Twilio::first_page(fleet)).await?;
+                Ok((sims, next.map(Cursor::Path)))
+            }
+            (Client::Twilio(c), Cursor::Path(path)) => {
+                let (sims, next) = c.sim_page(path).await?;
+                Ok((sims, next.map(Cursor::Path)))
+            }
+            (_, Cursor::First) => self.numbered(1).await,
+            (_, Cursor::Number(n)) => self.numbered(*n).await,
+            (_, Cursor::Path(_)) => Err(ProviderError::permanent(
+                "a page path is only meaningful for Twilio",
+            )),
+        }
+    }
+
+    async fn numbered(
+        &self,
+        page: u64,
+    ) -> Result<(Vec<(String, SimState)>, Option<Cursor>), ProviderError> {
+        let (sims, pages) = self.sim_page(page).await?;
+        Ok((sims, (page < pages).then_some(Cursor::Number(page + 1))))
     }
 
     /// One numbered page of the SIM inventory (emnify, Telnyx) and the number of pages.

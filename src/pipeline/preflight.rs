@@ -289,6 +289,7 @@ mod tests {
             settled: true,
             group: group.map(str::to_string),
             device: Some(("1".into(), "Enabled".into())),
+            eid: None,
         })
     }
 
@@ -364,6 +365,7 @@ mod tests {
             settled: false,
             group: None,
             device: None,
+            eid: None,
         });
         assert!(matches!(
             decide(&row(ProviderKind::Twilio, Operation::Suspend), &busy, None),

@@ -34,6 +34,28 @@ impl RetryPolicy {
     }
 }
 
+/// Calls `call` until it succeeds, fails for good, or `policy.max_attempts` are used up,
+/// sleeping [`RetryPolicy::delay`] between attempts (for work outside a row: listings).
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    mut call: F,
+) -> Result<T, crate::provider::ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::provider::ProviderError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
+                tokio::time::sleep(policy.delay(attempt, fastrand::f64(), e.retry_after)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,6 +252,7 @@ impl Emnify {
             settled: true,
             group: sim.customer_org.map(|o| o.id.to_string()),
             device,
+            eid: None,
         }))
     }
 
@@ -299,6 +300,7 @@ impl Emnify {
                     settled: true,
                     group: s.customer_org.map(|o| o.id.to_string()),
                     device: s.endpoint.map(|e| (e.id.to_string(), String::new())),
+                    eid: None,
                 };
                 Some((iccid, state))
             })

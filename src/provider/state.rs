@@ -15,6 +15,8 @@ pub struct SimState {
     pub group: Option<String>,
     /// emnify only: the endpoint (id, status wording) the SIM is attached to.
     pub device: Option<(String, String)>,
+    /// The eUICC's EID, where the provider shows it with the SIM (Telnyx eSIMs).
+    pub eid: Option<String>,
 }
 
 /// A profile on an eUICC.

@@ -33,6 +33,8 @@ struct SimCard {
     sim_card_group_id: Option<String>,
     #[serde(default)]
     actions_in_progress: bool,
+    #[serde(default)]
+    eid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,7 @@ fn state(sim: SimCard) -> SimState {
         settled,
         group: sim.sim_card_group_id,
         device: None,
+        eid: sim.eid,
     }
 }
 

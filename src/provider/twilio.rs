@@ -72,6 +72,7 @@ fn state(sim: Sim) -> SimState {
         status,
         group: sim.fleet_sid,
         device: None,
+        eid: None,
     }
 }
 
@@ -127,19 +128,40 @@ impl Twilio {
         };
         let mut out = Vec::new();
         for _ in 0..max_pages {
-            let list: SimList = self.call(Method::GET, &path, None).await?.json()?;
-            let next = list.meta.and_then(|m| m.next_page_url);
-            out.extend(
-                list.sims
-                    .into_iter()
-                    .filter_map(|s| Some((s.iccid.clone()?, state(s)))),
-            );
+            let (sims, next) = self.sim_page(&path).await?;
+            out.extend(sims);
             match next {
-                Some(url) => path = self.http.path_of(&url)?.to_string(),
+                Some(next) => path = next,
                 None => return Ok(Some(out)),
             }
         }
         Ok(None)
+    }
+
+    /// The first page of the Sim listing (1,000 per page), optionally only one Fleet.
+    pub fn first_page(fleet: Option<&str>) -> String {
+        match fleet {
+            Some(f) => format!("/v1/Sims?Fleet={f}&PageSize=1000"),
+            None => "/v1/Sims?PageSize=1000".to_string(),
+        }
+    }
+
+    /// One page of the Sim listing at `path`: (ICCID, state) pairs and the next page's path.
+    pub async fn sim_page(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<(String, SimState)>, Option<String>), ProviderError> {
+        let list: SimList = self.call(Method::GET, path, None).await?.json()?;
+        let next = match list.meta.and_then(|m| m.next_page_url) {
+            Some(url) => Some(self.http.path_of(&url)?.to_string()),
+            None => None,
+        };
+        let sims = list
+            .sims
+            .into_iter()
+            .filter_map(|s| Some((s.iccid.clone()?, state(s))))
+            .collect();
+        Ok((sims, next))
     }
 
     /// Registers a Super SIM to the account.

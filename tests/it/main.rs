@@ -2,6 +2,7 @@
 //! binary per file). Each test uses its own temporary directory.
 
 mod clients;
+mod export;
 mod jobs;
 mod operator;
 mod roundtrip;
