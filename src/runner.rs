@@ -37,6 +37,11 @@ pub enum Credentials {
     Given(BTreeMap<String, String>),
 }
 
+/// Groups running at once. A group waits for each step's confirmation, so its pace is set by
+/// the provider's settling time, not by requests: many groups must overlap to keep a lane busy.
+/// Requests stay bounded by each lane's rate gate and in-flight cap, whatever this number.
+pub const GROUPS_AT_ONCE: usize = 1024;
+
 /// Everything a run needs.
 #[derive(Clone)]
 pub struct RunRequest {
@@ -467,7 +472,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         preflight: req.preflight,
         wait: req.wait,
         max_failures: req.max_failures,
-        group_concurrency: 64,
+        group_concurrency: GROUPS_AT_ONCE,
     };
     let started_at = Utc::now();
     let started = Instant::now();

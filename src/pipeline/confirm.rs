@@ -172,7 +172,11 @@ async fn run(
         let due = if quiet {
             earliest
         } else {
-            earliest.max(last_sweep + SWEEP_EVERY)
+            // Busy: the sweep pace — unless dispatch goes quiet first, when the run's tail starts
+            // and waiting out the rest of SWEEP_EVERY would only lengthen it.
+            earliest
+                .max(last_sweep + SWEEP_EVERY)
+                .min(earliest.max(last_arrival + QUIET_AFTER))
         };
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}

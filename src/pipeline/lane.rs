@@ -418,13 +418,11 @@ impl Lane {
                 })
             }
             (Client::Telnyx(c), Operation::Register { registration_code }) => {
-                let (registered, errors) = c.register(&[registration_code]).await?;
-                match registered.into_iter().next() {
-                    Some(sim) => Ok(Sent::Accepted {
-                        reference: format!("settle:{}", sim.id),
-                    }),
-                    None => Err(ProviderError::permanent(errors.join("; "))),
-                }
+                let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
+                let sim = c.register_one(iccid, registration_code).await?;
+                Ok(Sent::Accepted {
+                    reference: format!("settle:{}", sim.id),
+                })
             }
             (_, op) => Err(ProviderError::permanent(format!(
                 "`{}` is not supported by {}",

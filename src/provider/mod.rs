@@ -2,6 +2,7 @@
 //! reading of the provider's wire format, all speaking the neutral vocabulary of `state` to the
 //! pipeline, and classifying failures (`error`) so the pipeline knows what to retry.
 
+pub mod coalesce;
 pub mod emnify;
 pub mod error;
 pub mod http;

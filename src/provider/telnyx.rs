@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::coalesce::Coalescer;
 use super::error::{from_status, ProviderError};
 use super::http::{Http, Refused};
 use super::state::{Polled, Sent, SimState};
@@ -15,6 +16,8 @@ use super::state::{Polled, Sent, SimState};
 pub struct Telnyx {
     http: Http,
     key: String,
+    /// Registrations of concurrent rows, sent together: (ICCID, code) → the registered SIM.
+    registrations: Coalescer<(String, String), SimState>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +83,11 @@ fn state(sim: SimCard) -> SimState {
 
 impl Telnyx {
     pub fn new(http: Http, key: String) -> Telnyx {
-        Telnyx { http, key }
+        Telnyx {
+            http,
+            key,
+            registrations: Coalescer::default(),
+        }
     }
 
     pub fn http(&self) -> &Http {
@@ -259,11 +266,48 @@ impl Telnyx {
         }
     }
 
-    /// Registers SIM cards by code. Returns the registered SIMs and a message per refused code.
+    /// Registers the SIM `iccid` by its code, in one request together with the registrations
+    /// of other rows under way (Telnyx takes a list of codes).
+    pub async fn register_one(&self, iccid: &str, code: &str) -> Result<SimState, ProviderError> {
+        self.registrations
+            .submit((iccid.to_string(), code.to_string()), |batch| async move {
+                let codes: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
+                let (registered, refused) = self.register(&codes).await?;
+                Ok(batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (iccid, _))| {
+                        if let Some((_, message)) = refused.iter().find(|(at, _)| *at == Some(i)) {
+                            return Err(ProviderError::permanent(message.clone()));
+                        }
+                        registered
+                            .iter()
+                            .find(|(listed, _)| listed == iccid)
+                            .map(|(_, sim)| sim.clone())
+                            .ok_or_else(|| {
+                                let all: Vec<&str> =
+                                    refused.iter().map(|(_, m)| m.as_str()).collect();
+                                ProviderError::permanent(if all.is_empty() {
+                                    format!(
+                                        "the code was accepted but no SIM {iccid} was registered"
+                                    )
+                                } else {
+                                    all.join("; ")
+                                })
+                            })
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    /// Registers SIM cards by code. Returns the registered SIMs (ICCID, state) and, per refused
+    /// code, its position in `codes` (from the error's JSON pointer) and the provider's message.
+    #[allow(clippy::type_complexity)]
     pub async fn register(
         &self,
         codes: &[&str],
-    ) -> Result<(Vec<SimState>, Vec<String>), ProviderError> {
+    ) -> Result<(Vec<(String, SimState)>, Vec<(Option<usize>, String)>), ProviderError> {
         #[derive(Deserialize)]
         struct Registered {
             data: Vec<SimCard>,
@@ -282,14 +326,25 @@ impl Telnyx {
             .errors
             .iter()
             .map(|e| {
-                e["detail"]
+                let at = e["source"]["pointer"]
+                    .as_str()
+                    .and_then(|p| p.strip_prefix("/registration_codes/"))
+                    .and_then(|i| i.parse().ok());
+                let message = e["detail"]
                     .as_str()
                     .or(e["title"].as_str())
                     .unwrap_or("refused")
-                    .to_string()
+                    .to_string();
+                (at, message)
             })
             .collect();
-        Ok((r.data.into_iter().map(state).collect(), errors))
+        Ok((
+            r.data
+                .into_iter()
+                .map(|s| (s.iccid.clone(), state(s)))
+                .collect(),
+            errors,
+        ))
     }
 
     /// Reads a SIM until it settles; its status.

@@ -281,7 +281,9 @@ async fn telnyx_verbs() {
         .await
         .unwrap();
     assert_eq!((registered.len(), errors.len()), (2, 1));
-    let done = poll_until(|| client.poll_settled(&registered[0].id)).await;
+    assert_eq!(errors[0].0, Some(2), "the refusal points at the third code");
+    assert_eq!(registered[1].0, inventory::iccid(TELNYX_PREFIX, 12));
+    let done = poll_until(|| client.poll_settled(&registered[0].1.id)).await;
     assert_eq!(
         done,
         Polled::Done {

@@ -4,6 +4,7 @@
 mod clients;
 mod export;
 mod jobs;
+mod migration;
 mod operator;
 mod roundtrip;
 mod run_actions;
