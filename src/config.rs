@@ -156,7 +156,7 @@ impl Providers {
     pub fn from_toml(text: &str) -> Result<Providers, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: DEFAULT_CONFIG_FILE.to_string(),
-            message: e.message().to_string(),
+            message: parse_message(text, &e),
         })?;
         let mut providers = Providers::default();
         for (name, section) in file.providers {
@@ -283,9 +283,48 @@ impl ProviderSection {
     }
 }
 
+/// A TOML error as `line N: message`, with a hint when a credential was put in the file.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim().to_string();
+    const SECRETS: [&str; 6] = [
+        "token",
+        "api_key",
+        "auth_token",
+        "password",
+        "secret",
+        "key",
+    ];
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        if SECRETS.contains(&field) {
+            message = format!(
+                "`{field}`: credentials never go in the config file; name the environment variable that holds it instead (token_env, account_sid_env, auth_token_env)"
+            );
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
 /// Parses a base URL: `https://` anywhere, `http://` only to loopback (SPEC 2.1), no query.
 pub fn check_base_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("base_url `{raw}` is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo it: the part before `@` is a credential.
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(format!(
+            "base_url `{shown}` must not carry credentials (user:password@); they come only from the environment (token_env, account_sid_env, auth_token_env)"
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "base_url `{raw}` must not have a query or fragment"
@@ -381,5 +420,8 @@ mod tests {
         assert!(check_base_url("http://10.0.0.1").is_err());
         assert!(check_base_url("ftp://a").is_err());
         assert!(check_base_url("not a url").is_err());
+        let e = check_base_url("https://user:hunter2@cdn.emnify.net/").unwrap_err();
+        assert!(e.contains("must not carry credentials"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

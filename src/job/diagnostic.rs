@@ -22,7 +22,7 @@ impl Diagnostic {
         Diagnostic {
             line: line.into(),
             severity: Severity::Error,
-            message: message.into(),
+            message: printable(message.into()),
         }
     }
 
@@ -30,7 +30,7 @@ impl Diagnostic {
         Diagnostic {
             line: line.into(),
             severity: Severity::Warning,
-            message: message.into(),
+            message: printable(message.into()),
         }
     }
 
@@ -38,6 +38,24 @@ impl Diagnostic {
     pub fn display<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
         DisplayWithFile { file, diag: self }
     }
+}
+
+/// The message with control characters escaped (`\u{1b}`): values quoted from a hostile job
+/// file must not drive the operator's terminal (escape sequences, bells, NULs).
+fn printable(message: String) -> String {
+    if !message.chars().any(char::is_control) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 struct DisplayWithFile<'a> {
@@ -117,6 +135,13 @@ impl Diagnostics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        let d = super::Diagnostic::error(2, "unknown action `\u{1b}]0;x\u{7}sus\0pend`");
+        assert_eq!(d.message, "unknown action `\\u{1b}]0;x\\u{7}sus\\u{0}pend`");
+        assert_eq!(super::Diagnostic::warning(1, "plain").message, "plain");
+    }
+
     use super::*;
 
     #[test]

@@ -90,6 +90,19 @@ pub fn row_values(row: &JobRow) -> [Option<String>; Column::COUNT] {
 pub struct CsvJobWriter<W: Write> {
     out: csv::Writer<W>,
     extras: Vec<Arc<str>>,
+    /// Disarm spreadsheet formulas (reports a person may open; see [`neutralise`]).
+    neutralised: bool,
+}
+
+/// Neutralises spreadsheet formulas (`=HYPERLINK(...)`) in report cells meant to be opened in a
+/// spreadsheet: a leading quote makes them text.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
+            std::borrow::Cow::Owned(format!("'{cell}"))
+        }
+        _ => std::borrow::Cow::Borrowed(cell),
+    }
 }
 
 impl<W: Write> CsvJobWriter<W> {
@@ -101,7 +114,19 @@ impl<W: Write> CsvJobWriter<W> {
             .chain(extras.iter().map(|e| &**e))
             .collect();
         out.write_record(&header)?;
-        Ok(CsvJobWriter { out, extras })
+        Ok(CsvJobWriter {
+            out,
+            extras,
+            neutralised: false,
+        })
+    }
+
+    /// A writer for a report that is also a job (failed, pending, revert): cells that a
+    /// spreadsheet would run as formulas get a leading `'`.
+    pub fn for_report(out: W, extras: Vec<Arc<str>>) -> csv::Result<Self> {
+        let mut w = Self::new(out, extras)?;
+        w.neutralised = true;
+        Ok(w)
     }
 
     pub fn write(&mut self, row: &JobRow) -> csv::Result<()> {
@@ -113,7 +138,14 @@ impl<W: Write> CsvJobWriter<W> {
                 .find(|(n, _)| n == name)
                 .map_or("", |(_, v)| v.as_str())
         });
-        self.out.write_record(known.chain(extra))
+        let neutralised = self.neutralised;
+        self.out.write_record(known.chain(extra).map(|cell| {
+            if neutralised {
+                neutralise(cell).into_owned().into_bytes()
+            } else {
+                cell.as_bytes().to_vec()
+            }
+        }))
     }
 
     pub fn finish(mut self) -> std::io::Result<W> {

@@ -78,16 +78,7 @@ impl Tally {
     }
 }
 
-/// Neutralises spreadsheet formulas (`=HYPERLINK(...)`) in report cells meant to be opened in a
-/// spreadsheet: a leading quote makes them text.
-pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    match cell.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
-            std::borrow::Cow::Owned(format!("'{cell}"))
-        }
-        _ => std::borrow::Cow::Borrowed(cell),
-    }
-}
+pub use crate::job::write::neutralise;
 
 fn private_file(path: &Path) -> std::io::Result<BufWriter<File>> {
     let mut options = std::fs::OpenOptions::new();
@@ -143,12 +134,12 @@ pub fn write_rows(
         &extras,
     )
     .map_err(io)?;
-    let mut failed = CsvJobWriter::new(
+    let mut failed = CsvJobWriter::for_report(
         private_file(&dir.join("failed.csv")).map_err(io)?,
         extras.clone(),
     )
     .map_err(|e| io(e.into()))?;
-    let mut pending = CsvJobWriter::new(
+    let mut pending = CsvJobWriter::for_report(
         private_file(&dir.join("pending.csv")).map_err(io)?,
         extras.clone(),
     )
@@ -271,7 +262,7 @@ struct RevertWriter<W: Write> {
 impl<W: Write> RevertWriter<W> {
     fn new(out: W, extras: Vec<Arc<str>>) -> csv::Result<Self> {
         Ok(RevertWriter {
-            writer: CsvJobWriter::new(out, extras)?,
+            writer: CsvJobWriter::for_report(out, extras)?,
             grouped: BTreeMap::new(),
             rows: 0,
             not_revertible: 0,

