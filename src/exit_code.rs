@@ -17,6 +17,25 @@ pub enum ExitCode {
     Pending = 5,
 }
 
+impl ExitCode {
+    /// The exit code of a command that failed with `err`: a state-store problem is 4 whichever
+    /// command met it; anything else that stops a command before it starts is a usage error.
+    pub fn for_error(err: &anyhow::Error) -> ExitCode {
+        let store = err.chain().any(|c| {
+            c.downcast_ref::<crate::store::StoreError>().is_some()
+                || matches!(
+                    c.downcast_ref::<crate::report::ReportError>(),
+                    Some(crate::report::ReportError::Store(_))
+                )
+        });
+        if store {
+            ExitCode::StateStore
+        } else {
+            ExitCode::Usage
+        }
+    }
+}
+
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {
         std::process::ExitCode::from(code as u8)

@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // One line, with the whole cause chain: what an operator needs to act on.
             eprintln!("simbatch: error: {err:#}");
-            ExitCode::Usage.into()
+            ExitCode::for_error(&err).into()
         }
     }
 }

@@ -20,5 +20,6 @@ mod sandbox_support;
 mod sandbox_telnyx;
 mod sandbox_twilio;
 mod secrets;
+mod store_damage;
 mod support;
 mod validate;
