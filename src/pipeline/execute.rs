@@ -180,7 +180,13 @@ pub async fn execute(
         .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
 
     let first = if interrupted {
-        attempt.observe_settled(row).await
+        // The listing this run took before acting shows what the interrupted attempt left
+        // behind (the process that sent it is gone); only a SIM still changing, or one the
+        // listing did not show, is read live.
+        match lane.take_listed(row) {
+            Some(Observed::Sim(s)) if s.settled => Ok(Observed::Sim(s)),
+            _ => attempt.observe_settled(row).await,
+        }
     } else {
         attempt.retrying(|| lane.observe_first(row)).await
     };

@@ -165,7 +165,7 @@ impl Lane {
     }
 
     /// The listed state of a row's SIM, once; `None` when it must be read live.
-    fn take_listed(&self, row: &JobRow) -> Option<Observed> {
+    pub fn take_listed(&self, row: &JobRow) -> Option<Observed> {
         if !self.snapshot_eligible(row) {
             return None;
         }

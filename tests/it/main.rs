@@ -3,6 +3,7 @@
 
 mod clients;
 mod export;
+mod fuzz;
 mod hostile;
 mod jobs;
 mod migration;
@@ -20,6 +21,8 @@ mod sandbox_support;
 mod sandbox_telnyx;
 mod sandbox_twilio;
 mod secrets;
+mod soak;
 mod store_damage;
 mod support;
+mod torture;
 mod validate;

@@ -12,7 +12,7 @@ use crate::run_support::{show, RunEnv};
 
 /// `per_provider` rows at each provider, each a real change: suspend, or activate for the
 /// SIMs that start suspended.
-fn mixed_job(per_provider: u64) -> String {
+pub fn mixed_job(per_provider: u64) -> String {
     let mut job = String::from("action,provider,iccid\n");
     for i in 1..=per_provider {
         for (provider, prefix) in [
@@ -35,7 +35,7 @@ fn mixed_job(per_provider: u64) -> String {
 }
 
 /// Every row succeeded and each target changed exactly once.
-async fn assert_exactly_once(env: &RunEnv, rows: usize) {
+pub async fn assert_exactly_once(env: &RunEnv, rows: usize) {
     let results = env.results();
     assert_eq!(results.len(), rows);
     let mut by_target: HashMap<String, usize> = HashMap::new();

@@ -1,0 +1,194 @@
+//! Crash torture: `simbatch run` is SIGKILLed again and again — during start-up and
+//! validation, dispatch, confirmation and report writing — and resumed each time; afterwards
+//! the sandbox journal proves that no row was lost and no change applied twice, and the
+//! reports are complete.
+//!
+//! Size: 1,500 rows and 24 kills by default (part of the normal suite); the opt-in larger run
+//! is `SIMBATCH_TORTURE_ROWS=30000 SIMBATCH_TORTURE_KILLS=60 cargo test --release --test it
+//! torture::` (see README).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use simbatch::sandbox::{Faults, LimitMode, SandboxConfig};
+
+use crate::run_resilience::{assert_exactly_once, mixed_job};
+use crate::run_support::{read_csv, show, RunEnv, TOKEN};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Change requests (anything but a read) the sandbox has seen.
+async fn changes_sent(env: &RunEnv) -> u64 {
+    env.sb.stats().await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            let path = r["path"].as_str().unwrap();
+            !path.starts_with("GET") && !path.contains("authenticate")
+        })
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// Where a run was when it was killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Before its first request: start-up, validation, opening the store.
+    StartUp,
+    /// Sending changes.
+    Dispatch,
+    /// Every change sent, reports not started: confirming.
+    Confirmation,
+    /// Writing reports.
+    Reports,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
+    let per_provider = env_number("SIMBATCH_TORTURE_ROWS", 1_500) / 3;
+    let target_kills = env_number("SIMBATCH_TORTURE_KILLS", 24);
+    let rows = 3 * per_provider;
+    let env = RunEnv::new(SandboxConfig {
+        sims: (per_provider + 100) as u32,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(300),
+        faults: Faults {
+            reset_rate: 0.01,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let path = env.write_job("torture.csv", &mixed_job(per_provider));
+    let reports = env.dir.path().join("torture-reports");
+    // About five seconds of dispatch per provider, so that many kills land in it.
+    let rate = (per_provider / 5).max(20).to_string();
+    let args = [
+        "run",
+        "-q",
+        "--reports",
+        reports.to_str().unwrap(),
+        "--rate",
+        &rate,
+        "--wait-timeout",
+        "120s",
+        path.to_str().unwrap(),
+    ];
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut phases: BTreeMap<Phase, u32> = BTreeMap::new();
+    let mut kills = 0;
+    let mut attempt = 0u64;
+    const EVERY_PHASE: [Phase; 4] = [
+        Phase::StartUp,
+        Phase::Dispatch,
+        Phase::Confirmation,
+        Phase::Reports,
+    ];
+    // At least `target_kills`, and on until every phase has had one.
+    while kills < target_kills || EVERY_PHASE.iter().any(|p| !phases.contains_key(p)) {
+        attempt += 1;
+        assert!(
+            attempt < target_kills * 5,
+            "seed {seed}: {attempt} runs and still {phases:?}; {}",
+            env.sb.stats().await["requests"]
+        );
+        let _ = std::fs::remove_dir_all(&reports);
+        let requests_before = env.sb.stats().await["requests_total"].as_u64().unwrap();
+        let mut child = env.command(&args, TOKEN).spawn().unwrap();
+        let spawned = Instant::now();
+        // Pick the moment: a few ms in; a random point of dispatch (while changes remain to be
+        // sent); shortly after every change is out; or as soon as the reports appear.
+        let dispatching = changes_sent(&env).await < rows;
+        let mode = if dispatching {
+            [1, 0, 1][(attempt % 3) as usize]
+        } else {
+            [0, 2, 3][(attempt % 3) as usize]
+        };
+        let early = Duration::from_millis(rng.u64(0..25));
+        let later = Duration::from_millis(rng.u64(150..1_500));
+        let settle = Duration::from_millis(rng.u64(0..250));
+        let mut all_sent_at: Option<Instant> = None;
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            let elapsed = spawned.elapsed();
+            let fire = match mode {
+                0 => elapsed >= early,
+                1 => elapsed >= later,
+                2 => {
+                    if all_sent_at.is_none() && changes_sent(&env).await >= rows {
+                        all_sent_at = Some(Instant::now());
+                    }
+                    all_sent_at.is_some_and(|t| t.elapsed() >= settle) || reports.exists()
+                }
+                _ => reports.exists(),
+            };
+            if fire {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if let Some(status) = exited {
+            assert!(
+                status.code().is_some_and(|c| c == 0 || c == 5),
+                "seed {seed}: run ended with {status}"
+            );
+            continue;
+        }
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        kills += 1;
+        let requests_now = env.sb.stats().await["requests_total"].as_u64().unwrap();
+        let phase = if reports.exists() {
+            Phase::Reports
+        } else if requests_now == requests_before {
+            Phase::StartUp
+        } else if changes_sent(&env).await >= rows {
+            Phase::Confirmation
+        } else {
+            Phase::Dispatch
+        };
+        *phases.entry(phase).or_default() += 1;
+        eprintln!(
+            "kill {kills} after {:?}: {phase:?} (+{} requests)",
+            spawned.elapsed(),
+            requests_now - requests_before
+        );
+    }
+    let _ = std::fs::remove_dir_all(&reports);
+    let output = env.run(&args).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "seed {seed}: {}",
+        show(&output)
+    );
+    eprintln!("seed {seed}: {kills} kills by phase {phases:?}");
+    // Reports complete: every row once, with a final outcome, in every report.
+    let reported = read_csv(&reports.join("results.csv"));
+    assert_eq!(reported.len() as u64, rows, "seed {seed}");
+    assert!(
+        reported.iter().all(|r| r["outcome"] == "succeeded"),
+        "seed {seed}"
+    );
+    assert_eq!(read_csv(&reports.join("revert.csv")).len() as u64, rows);
+    assert!(Path::new(&reports.join("summary.json")).exists());
+    copy_reports_where_the_helper_looks(env.dir.path(), &reports);
+    assert_exactly_once(&env, rows as usize).await;
+}
+
+/// `assert_exactly_once` reads the run's results from `reports/<run>/`.
+fn copy_reports_where_the_helper_looks(dir: &Path, reports: &Path) {
+    let target = dir.join("reports").join("torture");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(reports.join("results.csv"), target.join("results.csv")).unwrap();
+}
