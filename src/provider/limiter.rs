@@ -44,21 +44,30 @@ impl LaneLimits {
                 rate: None,
                 max_in_flight: Some(100),
             },
-            // Evenly spaced, a little under 100/s so network jitter cannot bunch 101 into one window.
+            // A little under 100/s with a burst of 2: any 1-second window holds at most 98 + 2, and
+            // a timer that wakes late can catch up instead of losing the slot.
             ProviderKind::Telnyx => LaneLimits {
-                rate: Some((98.0, 1)),
+                rate: Some((98.0, 2)),
                 max_in_flight: None,
             },
         }
     }
 
-    /// `--rate N` (requests/s): replaces the rate, keeps any in-flight cap.
+    /// `--rate N` (requests/s): replaces the rate, keeps any in-flight cap. The burst is 1% of
+    /// the rate (at least 1): timers wake up to a millisecond late, and without a little credit
+    /// every late wake-up is lost for good (measured: 440 of 500 requests/s with burst 1). Any
+    /// one-second window then holds at most 1.01 × N requests.
     pub fn with_rate(self, rate: f64) -> LaneLimits {
         LaneLimits {
-            rate: Some((rate, 1)),
+            rate: Some((rate, burst_for(rate))),
             ..self
         }
     }
+}
+
+/// The burst allowance for a rate: 10 ms worth of requests, at least 1.
+pub fn burst_for(rate: f64) -> u32 {
+    ((rate / 100.0).floor() as u32).max(1)
 }
 
 pub struct RateGate {

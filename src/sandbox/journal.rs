@@ -49,6 +49,15 @@ impl Journal {
         self.entries.lock().expect("journal lock").clone()
     }
 
+    /// How many changes were applied (without copying them).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("journal lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn clear(&self) {
         self.entries.lock().expect("journal lock").clear();
     }

@@ -1,0 +1,448 @@
+//! End-to-end benchmarks: the real `simbatch` binary against the in-process sandbox, one
+//! 10,000-row job per provider, reporting in one run (see benches/README.md for the latest
+//! figures and the machine):
+//!
+//! 1. `ceiling`  — rows/s and requests/s with limits and faults off, next to what `wrk` gets
+//!    from the same sandbox (GET one emnify SIM, 2 threads, 64 connections);
+//! 2. `fidelity` — wall time against the provider's bound under `--limits scaled:K`, and 429s;
+//! 3. `latency`  — with 100 ms ± 20 ms latency and a limit of 500 requests/s, the rate reached;
+//! 4. `requests` — requests per row per provider (lookups, pre-flight, confirmation included),
+//!    under each provider's documented limit shape (scaled so the run takes seconds);
+//! 5. `rss`      — peak resident memory of `run` at 100,000 and 1,000,000 rows;
+//! 6. `resume`   — time from start to the first new request with 999,000 of 1,000,000 rows done.
+//!
+//! `cargo bench --bench e2e` runs all; `cargo bench --bench e2e -- ceiling latency` some.
+//! CI only builds it. The emnify fidelity run waits out one 5-minute window (its bound).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::{Faults, Latency, LimitMode, RunningSandbox, SandboxConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_simbatch");
+const ROWS: u64 = 10_000;
+const PROVIDERS: [(&str, &str); 3] = [
+    ("emnify", EMNIFY_PREFIX),
+    ("twilio", TWILIO_PREFIX),
+    ("telnyx", TELNYX_PREFIX),
+];
+
+struct Run {
+    exit: Option<i32>,
+    wall: Duration,
+    summary: Value,
+    peak_rss_kb: u64,
+}
+
+/// A work directory with a config pointing every provider at `sandbox`.
+fn workdir(sandbox: &RunningSandbox) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml: String = PROVIDERS
+        .iter()
+        .map(|(k, _)| {
+            format!(
+                "[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{}/{k}\"\n",
+                sandbox.base_url()
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("simbatch.toml"), toml).expect("config");
+    dir
+}
+
+/// `rows` real changes at `provider`: suspend, or activate the SIMs that start suspended.
+fn write_job(path: &Path, provider: &str, prefix: &str, rows: u64) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("job"));
+    writeln!(out, "action,provider,iccid").unwrap();
+    for i in 1..=rows {
+        let action = if inventory::starts_suspended(i) {
+            "activate"
+        } else {
+            "suspend"
+        };
+        writeln!(out, "{action},{provider},{}", inventory::iccid(prefix, i)).unwrap();
+    }
+}
+
+/// Runs the binary in `dir`, sampling its peak RSS; calls `watch` (time since start, pid)
+/// every few ms while it runs.
+fn run(dir: &Path, args: &[&str], mut watch: impl FnMut(Duration, u32)) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--json", "-q"])
+        .args(args)
+        .env("EMNIFY_APPLICATION_TOKEN", "bench")
+        .env("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001")
+        .env("TWILIO_AUTH_TOKEN", "bench")
+        .env("TELNYX_API_KEY", "bench")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("simbatch runs");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kb = 0;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak_rss_kb = peak_rss_kb.max(kb);
+            }
+        }
+        watch(started.elapsed(), child.id());
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let wall = started.elapsed();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).ok();
+    Run {
+        exit: status.code(),
+        wall,
+        summary: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        peak_rss_kb,
+    }
+}
+
+async fn sandbox(config: SandboxConfig) -> RunningSandbox {
+    simbatch::sandbox::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("sandbox binds")
+}
+
+async fn stats(sb: &RunningSandbox) -> Value {
+    reqwest::get(format!("{}/_sandbox/stats", sb.base_url()))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats json")
+}
+
+/// [`stats`] from inside `block_in_place`.
+fn stats_now(sb: &RunningSandbox) -> Value {
+    tokio::runtime::Handle::current().block_on(stats(sb))
+}
+
+/// `wrk` against one emnify SIM (the sandbox's cheapest authenticated read).
+async fn wrk(sb: &RunningSandbox) -> Option<f64> {
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(format!("{}/emnify/api/v1/authenticate", sb.base_url()))
+        .json(&serde_json::json!({"application_token": "bench"}))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let token = token["auth_token"].as_str()?.to_string();
+    let url = format!("{}/emnify/api/v1/sim/1", sb.base_url());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("wrk")
+            .args(["-t2", "-c64", "-d5s", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(url)
+            .output()
+    })
+    .await
+    .ok()?
+    .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn requests(summary: &Value) -> f64 {
+    summary["requests_total"].as_f64().unwrap_or(0.0)
+}
+
+async fn ceiling(table: &mut Vec<String>) {
+    for (provider, prefix) in PROVIDERS {
+        let sb = sandbox(SandboxConfig {
+            sims: ROWS as u32,
+            limits: LimitMode::Off,
+            async_delay: Duration::from_millis(10),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = workdir(&sb);
+        let job = dir.path().join("job.csv");
+        write_job(&job, provider, prefix, ROWS);
+        let r = tokio::task::block_in_place(|| {
+            run(dir.path(), &["run", "--rate", "1000000", job.to_str().unwrap()], |_, _| {})
+        });
+        let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
+        let rps = requests(&r.summary) / elapsed;
+        let wrk = wrk(&sb).await;
+        table.push(format!(
+            "| ceiling | {provider} | {:.0} rows/s, {rps:.0} req/s (exit {:?}, {:.2} s) | wrk {} | {} |",
+            ROWS as f64 / elapsed,
+            r.exit,
+            elapsed,
+            wrk.map_or("not installed".into(), |w| format!("{w:.0} req/s")),
+            wrk.map_or("—".into(), |w| format!("{:.0}% of wrk", 100.0 * rps / w)),
+        ));
+        sb.shutdown().await;
+    }
+}
+
+async fn fidelity(table: &mut Vec<String>, on: impl Fn(&str) -> bool) {
+    // (provider, sandbox scale K, client settings, bound in seconds for ROWS changes)
+    let cases: [(&str, &str, f64, Vec<&str>, Option<Latency>); 3] = [
+        // emnify: 2,000 × K per 5-minute sliding window. With K = 5, 10,000 requests fit one
+        // window; the last few wait for the first to age out: the bound is one window, 300 s.
+        ("emnify", EMNIFY_PREFIX, 5.0, vec!["--rate", "33.3"], None),
+        // Twilio: 100 × K requests in flight; with 100 ms latency the bound is N × 0.1 / 100K.
+        (
+            "twilio",
+            TWILIO_PREFIX,
+            1.0,
+            vec![],
+            Some(Latency {
+                base_ms: 100,
+                jitter_ms: 0,
+            }),
+        ),
+        // Telnyx: 100 × K per fixed 1-second window; the bound is N / 100K.
+        ("telnyx", TELNYX_PREFIX, 2.0, vec!["--rate", "198"], None),
+    ];
+    for (provider, prefix, k, extra, latency) in cases {
+        if !on(provider) {
+            continue;
+        }
+        let sb = sandbox(SandboxConfig {
+            sims: ROWS as u32,
+            limits: LimitMode::Scaled(k),
+            faults: Faults {
+                latency: latency.unwrap_or_default(),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = workdir(&sb);
+        let job = dir.path().join("job.csv");
+        write_job(&job, provider, prefix, ROWS);
+        let mut args = vec!["run"];
+        args.extend(extra);
+        args.push(job.to_str().unwrap());
+        let r = tokio::task::block_in_place(|| run(dir.path(), &args, |_, _| {}));
+        let bound = match provider {
+            "emnify" => 300.0,
+            "twilio" => ROWS as f64 * 0.1 / (100.0 * k),
+            _ => ROWS as f64 / (100.0 * k),
+        };
+        let s = stats(&sb).await;
+        table.push(format!(
+            "| fidelity | {provider} (scaled:{k}) | {:.1} s vs bound {bound:.1} s = {:.3}× | {} 429s | {:.4} req/row, exit {:?} |",
+            r.wall.as_secs_f64(),
+            r.wall.as_secs_f64() / bound,
+            s["too_many_requests"],
+            requests(&r.summary) / ROWS as f64,
+            r.exit
+        ));
+        sb.shutdown().await;
+    }
+}
+
+async fn latency(table: &mut Vec<String>) {
+    let sb = sandbox(SandboxConfig {
+        sims: ROWS as u32,
+        limits: LimitMode::Off,
+        faults: Faults {
+            latency: Latency {
+                base_ms: 100,
+                jitter_ms: 20,
+            },
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = workdir(&sb);
+    let job = dir.path().join("job.csv");
+    write_job(&job, "emnify", EMNIFY_PREFIX, ROWS);
+    let r = tokio::task::block_in_place(|| {
+        run(dir.path(), &["run", "--rate", "500", job.to_str().unwrap()], |_, _| {})
+    });
+    let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
+    let rate = requests(&r.summary) / elapsed;
+    table.push(format!(
+        "| latency hiding | emnify, 100 ± 20 ms, --rate 500 | {rate:.1} req/s = {:.1}% of 500 | {:.2} s | exit {:?} |",
+        rate / 5.0,
+        elapsed,
+        r.exit
+    ));
+    sb.shutdown().await;
+}
+
+async fn requests_per_row(table: &mut Vec<String>) {
+    for (provider, prefix) in PROVIDERS {
+        // The documented shape, scaled so that 10,000 rows take seconds; the client is told the
+        // scaled limit the same way an operator would (`--rate`), Twilio keeps its in-flight cap.
+        let (k, rate): (f64, Option<&str>) = match provider {
+            "emnify" => (50.0, Some("330")),
+            "twilio" => (1.0, None),
+            _ => (10.0, Some("990")),
+        };
+        let sb = sandbox(SandboxConfig {
+            sims: ROWS as u32,
+            limits: LimitMode::Scaled(k),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = workdir(&sb);
+        let job = dir.path().join("job.csv");
+        write_job(&job, provider, prefix, ROWS);
+        let mut args = vec!["run"];
+        if let Some(rate) = rate {
+            args.extend(["--rate", rate]);
+        }
+        args.push(job.to_str().unwrap());
+        let r = tokio::task::block_in_place(|| run(dir.path(), &args, |_, _| {}));
+        let s = stats(&sb).await;
+        table.push(format!(
+            "| requests/row | {provider} (scaled:{k}) | {:.4} | {} requests for {ROWS} rows | {} 429s, exit {:?} |",
+            s["requests_total"].as_f64().unwrap_or(0.0) / ROWS as f64,
+            s["requests_total"],
+            s["too_many_requests"],
+            r.exit
+        ));
+        sb.shutdown().await;
+    }
+}
+
+/// Peak RSS of whole runs of 100,000 and 1,000,000 Telnyx rows (the sandbox holds as many SIMs).
+async fn rss(table: &mut Vec<String>) {
+    let mut figures = Vec::new();
+    for rows in [100_000u64, 1_000_000] {
+        let sb = sandbox(SandboxConfig {
+            sims: rows as u32,
+            limits: LimitMode::Off,
+            async_delay: Duration::from_millis(10),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = workdir(&sb);
+        let job = dir.path().join("job.csv");
+        write_job(&job, "telnyx", TELNYX_PREFIX, rows);
+        let r = tokio::task::block_in_place(|| {
+            run(dir.path(), &["run", "--rate", "1000000", job.to_str().unwrap()], |_, _| {})
+        });
+        figures.push(r.peak_rss_kb);
+        table.push(format!(
+            "| peak RSS | {rows} rows (telnyx) | {:.1} MB | {:.1} s | exit {:?} |",
+            r.peak_rss_kb as f64 / 1024.0,
+            r.wall.as_secs_f64(),
+            r.exit
+        ));
+        sb.shutdown().await;
+    }
+    table.push(format!(
+        "| peak RSS | 1M vs 100k | {:+.1}% | | |",
+        100.0 * (figures[1] as f64 / figures[0] as f64 - 1.0)
+    ));
+}
+
+async fn resume(table: &mut Vec<String>) {
+    const TOTAL: u64 = 1_000_000;
+    const DONE: u64 = 999_000;
+    let sb = sandbox(SandboxConfig {
+        sims: TOTAL as u32,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(10),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = workdir(&sb);
+    let job = dir.path().join("job.csv");
+    write_job(&job, "telnyx", TELNYX_PREFIX, TOTAL);
+    // Run the whole job and interrupt it (Ctrl-C: finish what is in flight, commit) once
+    // 999,000 changes are applied; then time the resume.
+    let mut interrupted = false;
+    let first = tokio::task::block_in_place(|| {
+        run(
+            dir.path(),
+            &["run", "--rate", "1000000", job.to_str().unwrap()],
+            |_, pid| {
+                if !interrupted && sb.shared.journal.len() as u64 >= DONE {
+                    interrupted = true;
+                    let _ = Command::new("kill")
+                        .args(["-INT", &pid.to_string()])
+                        .status();
+                }
+            },
+        )
+    });
+    let done_before = sb.shared.journal.len();
+    let before = stats(&sb).await["requests_total"].as_u64().unwrap_or(0);
+    let mut first_new: Option<Duration> = None;
+    let r = tokio::task::block_in_place(|| {
+        run(
+            dir.path(),
+            &["run", "--rate", "1000000", job.to_str().unwrap()],
+            |elapsed, _| {
+                if first_new.is_none()
+                    && stats_now(&sb)["requests_total"].as_u64().unwrap_or(0) > before
+                {
+                    first_new = Some(elapsed);
+                }
+            },
+        )
+    });
+    table.push(format!(
+        "| resume | {done_before} of {TOTAL} done (first run exit {:?}) | first new request after {} | whole resume {:.1} s | exit {:?} |",
+        first.exit,
+        first_new.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+        r.wall.as_secs_f64(),
+        r.exit
+    ));
+    sb.shutdown().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let on = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let mut table = vec![
+        "| benchmark | case | result | | |".to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    if on("ceiling") {
+        ceiling(&mut table).await;
+    }
+    if on("latency") {
+        latency(&mut table).await;
+    }
+    if on("requests") {
+        requests_per_row(&mut table).await;
+    }
+    if on("rss") {
+        rss(&mut table).await;
+    }
+    if on("resume") {
+        resume(&mut table).await;
+    }
+    // `fidelity` runs all three; `fidelity-telnyx` etc. one.
+    if wanted.is_empty() || wanted.iter().any(|w| w.starts_with("fidelity")) {
+        fidelity(&mut table, |p| on("fidelity") || on(&format!("fidelity-{p}"))).await;
+    }
+    println!("{}", table.join("\n"));
+}
