@@ -183,7 +183,11 @@ async fn ceiling(table: &mut Vec<String>) {
         let job = dir.path().join("job.csv");
         write_job(&job, provider, prefix, ROWS);
         let r = tokio::task::block_in_place(|| {
-            run(dir.path(), &["run", "--rate", "1000000", job.to_str().unwrap()], |_, _| {})
+            run(
+                dir.path(),
+                &["run", "--rate", "1000000", job.to_str().unwrap()],
+                |_, _| {},
+            )
         });
         let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
         let rps = requests(&r.summary) / elapsed;
@@ -200,9 +204,18 @@ async fn ceiling(table: &mut Vec<String>) {
     }
 }
 
+/// (provider, ICCID prefix, sandbox scale K, client arguments, sandbox latency)
+type FidelityCase = (
+    &'static str,
+    &'static str,
+    f64,
+    Vec<&'static str>,
+    Option<Latency>,
+);
+
 async fn fidelity(table: &mut Vec<String>, on: impl Fn(&str) -> bool) {
     // (provider, sandbox scale K, client settings, bound in seconds for ROWS changes)
-    let cases: [(&str, &str, f64, Vec<&str>, Option<Latency>); 3] = [
+    let cases: [FidelityCase; 3] = [
         // emnify: 2,000 × K per 5-minute sliding window. With K = 5, 10,000 requests fit one
         // window; the last few wait for the first to age out: the bound is one window, 300 s.
         ("emnify", EMNIFY_PREFIX, 5.0, vec!["--rate", "33.3"], None),
@@ -277,7 +290,11 @@ async fn latency(table: &mut Vec<String>) {
     let job = dir.path().join("job.csv");
     write_job(&job, "emnify", EMNIFY_PREFIX, ROWS);
     let r = tokio::task::block_in_place(|| {
-        run(dir.path(), &["run", "--rate", "500", job.to_str().unwrap()], |_, _| {})
+        run(
+            dir.path(),
+            &["run", "--rate", "500", job.to_str().unwrap()],
+            |_, _| {},
+        )
     });
     let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
     let rate = requests(&r.summary) / elapsed;
@@ -341,7 +358,11 @@ async fn rss(table: &mut Vec<String>) {
         let job = dir.path().join("job.csv");
         write_job(&job, "telnyx", TELNYX_PREFIX, rows);
         let r = tokio::task::block_in_place(|| {
-            run(dir.path(), &["run", "--rate", "1000000", job.to_str().unwrap()], |_, _| {})
+            run(
+                dir.path(),
+                &["run", "--rate", "1000000", job.to_str().unwrap()],
+                |_, _| {},
+            )
         });
         figures.push(r.peak_rss_kb);
         table.push(format!(
@@ -442,7 +463,10 @@ async fn main() {
     }
     // `fidelity` runs all three; `fidelity-telnyx` etc. one.
     if wanted.is_empty() || wanted.iter().any(|w| w.starts_with("fidelity")) {
-        fidelity(&mut table, |p| on("fidelity") || on(&format!("fidelity-{p}"))).await;
+        fidelity(&mut table, |p| {
+            on("fidelity") || on(&format!("fidelity-{p}"))
+        })
+        .await;
     }
     println!("{}", table.join("\n"));
 }

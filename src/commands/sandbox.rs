@@ -36,16 +36,16 @@ pub fn run(args: &SandboxArgs) -> anyhow::Result<ExitCode> {
         let sandbox = crate::sandbox::bind(args.listen, args.config())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", sandbox.base_url())?;
-        writeln!(
-            out,
-            "providers: {0}/emnify {0}/twilio {0}/telnyx; {1} SIMs each; limits {2}; inspect {0}/_sandbox/journal, /_sandbox/stats",
+        // One write, and a reader that closes the pipe after the first line (to learn the
+        // address) must not stop the sandbox: errors on stdout are ignored.
+        let banner = format!(
+            "listening on {0}\nproviders: {0}/emnify {0}/twilio {0}/telnyx; {1} SIMs each; limits {2}; inspect {0}/_sandbox/journal, /_sandbox/stats\n",
             sandbox.base_url(),
             args.sims,
             args.limits
-        )?;
-        out.flush()?;
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         drop(out);
         tokio::signal::ctrl_c().await?;
         eprintln!("simbatch sandbox: stopping");

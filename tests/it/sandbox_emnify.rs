@@ -18,7 +18,7 @@ fn error_shape(body: &Value) {
 async fn authentication_tokens() {
     let sb = Sb::start(simbatch::sandbox::SandboxConfig {
         require_token: Some("right".into()),
-        token_ttl: std::time::Duration::from_millis(300),
+        token_ttl: std::time::Duration::from_millis(3_000),
         limits: simbatch::sandbox::LimitMode::Off,
         sims: 10,
         ..Default::default()
@@ -66,7 +66,7 @@ async fn authentication_tokens() {
         .await
         .unwrap();
     assert_eq!(none.status(), 401);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
     let expired = get(token.to_string()).await.unwrap();
     assert_eq!(expired.status(), 401);
     let body: Value = expired.json().await.unwrap();
