@@ -308,17 +308,26 @@ impl Engine {
             return;
         }
         let wanted = {
-            let (job, format, parse, stop, lane) = (
+            let (job, format, parse, stop, lane, store) = (
                 self.job.clone(),
                 self.format,
                 self.parse.clone(),
                 self.stop.clone(),
                 lane.clone(),
+                self.store.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 let mut wanted = std::collections::HashSet::new();
-                read_rows(&job, format, parse, &stop, |_, row| {
-                    if row.provider == lane.name && lane.snapshot_eligible(&row) {
+                // Rows a previous run finished need no lookup: a resumed run lists the
+                // inventory only if what is left is worth it.
+                let finished = |index: u64| {
+                    store.get(index).ok().flatten().is_some_and(|r| {
+                        r.phase == Phase::Done && r.outcome.is_some_and(Outcome::is_final)
+                    })
+                };
+                read_rows(&job, format, parse, &stop, |index, row| {
+                    if row.provider == lane.name && lane.snapshot_eligible(&row) && !finished(index)
+                    {
                         if let Some(iccid) = row.target.iccid() {
                             wanted.insert(super::lane::snapshot_key(iccid.as_str()));
                         }
