@@ -321,9 +321,12 @@ impl Engine {
                 // Rows a previous run finished need no lookup: a resumed run lists the
                 // inventory only if what is left is worth it.
                 let finished = |index: u64| {
-                    store.get(index).ok().flatten().is_some_and(|r| {
-                        r.phase == Phase::Done && r.outcome.is_some_and(Outcome::is_final)
-                    })
+                    store
+                        .get(index)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.final_outcome())
+                        .is_some()
                 };
                 read_rows(&job, format, parse, &stop, |index, row| {
                     if row.provider == lane.name && lane.snapshot_eligible(&row) && !finished(index)
@@ -439,12 +442,7 @@ impl Engine {
                 return None;
             }
         };
-        if let Some(outcome) = prior
-            .as_ref()
-            .filter(|p| p.phase == Phase::Done)
-            .and_then(|p| p.outcome)
-            .filter(|o| o.is_final())
-        {
+        if let Some(outcome) = prior.as_ref().and_then(RowRecord::final_outcome) {
             self.note(outcome, false);
             return Some(outcome);
         }

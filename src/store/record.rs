@@ -106,6 +106,12 @@ impl RowRecord {
             finished_at: None,
         }
     }
+
+    /// The row's final outcome, if it has one (a resumed run leaves such rows alone).
+    pub fn final_outcome(&self) -> Option<Outcome> {
+        self.outcome
+            .filter(|o| self.phase == Phase::Done && o.is_final())
+    }
 }
 
 /// What a run is: written once when the run starts, checked on every resume.

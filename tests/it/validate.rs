@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::support::{fixture, simbatch};
 
 /// (file under tests/fixtures/invalid, line or None for whole-file problems, message fragment)
-pub const CORPUS: &[(&str, Option<u64>, &str)] = &[
+const CORPUS: &[(&str, Option<u64>, &str)] = &[
     ("empty.csv", None, "the file is empty"),
     ("header_only.csv", None, "the file has no rows"),
     ("no_header.csv", Some(1), "the first line looks like data, not a header"),
