@@ -48,6 +48,18 @@ fn esim_env_config() -> SandboxConfig {
     }
 }
 
+/// The sandbox journal per target: (when, what changed), in journal order.
+async fn journal_by_target(env: &RunEnv) -> HashMap<String, Vec<(DateTime<Utc>, String)>> {
+    let mut journal: HashMap<String, Vec<(DateTime<Utc>, String)>> = HashMap::new();
+    for e in env.sb.journal().await {
+        journal
+            .entry(e["target"].as_str().unwrap().to_string())
+            .or_default()
+            .push((at(&e), e["change"].as_str().unwrap().to_string()));
+    }
+    journal
+}
+
 fn at(e: &serde_json::Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(e["at"].as_str().unwrap())
         .unwrap()
@@ -58,13 +70,7 @@ fn at(e: &serde_json::Value) -> DateTime<Utc> {
 async fn assert_cleanly_migrated(env: &RunEnv) {
     let results = env.results();
     assert_eq!(results.len(), 3 * EUICCS as usize);
-    let mut journal: HashMap<String, Vec<(DateTime<Utc>, String)>> = HashMap::new();
-    for e in env.sb.journal().await {
-        journal
-            .entry(e["target"].as_str().unwrap().to_string())
-            .or_default()
-            .push((at(&e), e["change"].as_str().unwrap().to_string()));
-    }
+    let mut journal = journal_by_target(env).await;
     let (mut migrated, mut stopped) = (0, 0);
     for (k, steps) in (1..=EUICCS).zip(results.chunks(3)) {
         let eid = inventory::eid(k);
@@ -240,13 +246,7 @@ async fn provider_migration_suspends_each_old_sim_only_after_its_new_one_is_acti
     let failed = failed.join("\n");
     assert_eq!(output.status.code(), Some(0), "{}\n{failed}", show(&output));
 
-    let mut journal: HashMap<String, Vec<(DateTime<Utc>, String)>> = HashMap::new();
-    for e in env.sb.journal().await {
-        journal
-            .entry(e["target"].as_str().unwrap().to_string())
-            .or_default()
-            .push((at(&e), e["change"].as_str().unwrap().to_string()));
-    }
+    let journal = journal_by_target(&env).await;
     let results = env.results();
     assert_eq!(results.len(), 3 * DEVICES as usize + DEVICES as usize / 2);
     let mut groups: Vec<Vec<&HashMap<String, String>>> = Vec::new();
