@@ -116,14 +116,19 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
         let later = Duration::from_millis(rng.u64(150..1_500));
         let settle = Duration::from_millis(rng.u64(0..250));
         let mut all_sent_at: Option<Instant> = None;
+        let mut polls = 0u64;
         let exited = loop {
+            polls += 1;
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }
             let elapsed = spawned.elapsed();
             let fire = match mode {
                 0 => elapsed >= early,
-                1 => elapsed >= later,
+                // At the random point, or the moment the last change is out: a later kill
+                // could overshoot a short confirmation into the reports, and once one run has
+                // confirmed everything no later run has a confirmation phase to kill.
+                1 => elapsed >= later || (polls % 10 == 0 && changes_sent(&env).await >= rows),
                 2 => {
                     if all_sent_at.is_none() && changes_sent(&env).await >= rows {
                         all_sent_at = Some(Instant::now());
