@@ -15,7 +15,7 @@ use super::validate::parse_options;
 use crate::cli::{GlobalArgs, PlanArgs};
 use crate::exit_code::ExitCode;
 use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
-use crate::pipeline::lane::{snapshot_key, Lane};
+use crate::pipeline::lane::Lane;
 use crate::pipeline::preflight::{decide, Decision};
 use crate::provider::ErrorClass;
 use crate::runner::{build_lane, print_validation_errors, RunRequest};
@@ -33,10 +33,9 @@ struct Planned {
 async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Planned>, String> {
     let wanted = rows
         .iter()
-        .filter(|(_, r)| lane.snapshot_eligible(r))
-        .filter_map(|(_, r)| r.target.iccid().map(|i| snapshot_key(i.as_str())))
-        .collect();
-    match lane.prefetch(&wanted).await {
+        .filter(|(_, r)| lane.snapshot_eligible(r) && r.target.iccid().is_some())
+        .count();
+    match lane.prefetch(wanted).await {
         Err(e) if e.class == ErrorClass::Auth => {
             return Err(format!(
                 "provider `{}` refused the credentials: {e}",

@@ -317,7 +317,7 @@ impl Engine {
                 self.store.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let mut wanted = std::collections::HashSet::new();
+                let mut wanted = 0usize;
                 // Rows a previous run finished need no lookup: a resumed run lists the
                 // inventory only if what is left is worth it.
                 let finished = |index: u64| {
@@ -329,11 +329,12 @@ impl Engine {
                         .is_some()
                 };
                 read_rows(&job, format, parse, &stop, |index, row| {
-                    if row.provider == lane.name && lane.snapshot_eligible(&row) && !finished(index)
+                    if row.provider == lane.name
+                        && lane.snapshot_eligible(&row)
+                        && row.target.iccid().is_some()
+                        && !finished(index)
                     {
-                        if let Some(iccid) = row.target.iccid() {
-                            wanted.insert(super::lane::snapshot_key(iccid.as_str()));
-                        }
+                        wanted += 1;
                     }
                     true
                 });
@@ -342,9 +343,9 @@ impl Engine {
             .await
             .unwrap_or_default()
         };
-        match lane.prefetch(&wanted).await {
+        match lane.prefetch(wanted).await {
             Ok(pages) if pages > 0 => {
-                tracing::info!(lane = %lane.name, pages, rows = wanted.len(), "listed the inventory instead of looking rows up")
+                tracing::info!(lane = %lane.name, pages, rows = wanted, "listed the inventory instead of looking rows up")
             }
             Ok(_) => {}
             Err(e) if e.class == crate::provider::ErrorClass::Auth => {
@@ -358,7 +359,6 @@ impl Engine {
                 tracing::warn!(lane = %lane.name, error = %e, "could not list the inventory; looking rows up one by one")
             }
         }
-        drop(wanted);
 
         let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
         let reader = {

@@ -13,6 +13,7 @@ use crate::provider::twilio::Twilio;
 use crate::provider::{Polled, ProviderError, Sent, SimState};
 
 use super::preflight::{operation_code, Observed};
+use super::snapshot::{Lookup, Snapshot};
 
 pub enum Client {
     Emnify(Emnify),
@@ -27,9 +28,9 @@ pub struct Lane {
     pub client: Client,
     /// Workers of this lane (requests in flight at once, at most).
     pub concurrency: usize,
-    /// The inventory as listed before dispatch, for the job's ICCIDs only (`None`: the SIM was
-    /// not listed). Each entry is used once: a second row for the same SIM reads live.
-    pub snapshot: Mutex<Option<HashMap<String, Option<SimState>>>>,
+    /// The inventory as listed before dispatch, if it was. Each entry is used once: a second
+    /// row for the same SIM reads live.
+    pub snapshot: Mutex<Option<Snapshot>>,
 }
 
 /// Where a walk over the inventory stands: numbered pages (emnify, Telnyx) or the next
@@ -76,47 +77,57 @@ impl Lane {
             )
     }
 
-    /// Lists the inventory page by page when that costs fewer requests than looking `wanted`
-    /// up one by one. Returns how many pages were read (0: not worth it).
-    pub async fn prefetch(&self, wanted: &HashSet<String>) -> Result<u64, ProviderError> {
-        if wanted.len() < SNAPSHOT_MIN_ROWS {
+    /// Lists the inventory page by page when that costs fewer requests than looking `rows`
+    /// rows up one by one, and keeps it (on disk, see [`Snapshot`]) for [`Lane::take_listed`].
+    /// Returns how many pages were read (0: not worth it).
+    pub async fn prefetch(&self, rows: usize) -> Result<u64, ProviderError> {
+        if rows < SNAPSHOT_MIN_ROWS {
             return Ok(0);
         }
-        let budget = wanted.len() as u64;
-        let mut listed: Vec<(String, SimState)> = Vec::new();
-        let pages = match &self.client {
+        let budget = rows as u64;
+        let on_disk = |e: std::io::Error| {
+            ProviderError::permanent(format!("could not keep the inventory listing: {e}"))
+        };
+        let add = |snapshot: &mut Snapshot, sims: Vec<(String, SimState)>| {
+            sims.iter()
+                .try_for_each(|(iccid, state)| snapshot.insert(&snapshot_key(iccid), state))
+                .map_err(on_disk)
+        };
+        let (mut snapshot, pages) = match &self.client {
             // Numbered pages with a known count: read the first, then the rest if that pays.
             Client::Emnify(_) | Client::Telnyx(_) => {
                 let (first, pages) = self.sim_page(1).await?;
                 if pages >= budget {
                     return Ok(0);
                 }
-                listed.extend(first.into_iter().filter(|(i, _)| wanted.contains(i)));
+                let mut snapshot = Snapshot::new(pages * first.len() as u64).map_err(on_disk)?;
+                add(&mut snapshot, first)?;
                 for page in 2..=pages {
-                    listed.extend(
-                        self.sim_page(page)
-                            .await?
-                            .0
-                            .into_iter()
-                            .filter(|(i, _)| wanted.contains(i)),
-                    );
+                    add(&mut snapshot, self.sim_page(page).await?.0)?;
                 }
-                pages
+                (snapshot, pages)
             }
-            Client::Twilio(c) => match c.list(None, budget / 2).await? {
-                Some(all) => {
-                    let pages = (all.len() as u64).div_ceil(1000).max(1);
-                    listed.extend(all.into_iter().filter(|(i, _)| wanted.contains(i)));
-                    pages
+            // Linked pages: list while that stays under half a request per row.
+            Client::Twilio(c) => {
+                let mut snapshot = Snapshot::new(budget).map_err(on_disk)?;
+                let mut path = Twilio::first_page(None);
+                let mut pages = 0;
+                loop {
+                    if pages >= budget / 2 {
+                        return Ok(0);
+                    }
+                    let (sims, next) = c.sim_page(&path).await?;
+                    pages += 1;
+                    add(&mut snapshot, sims)?;
+                    match next {
+                        Some(next) => path = next,
+                        None => break,
+                    }
                 }
-                None => return Ok(0),
-            },
+                (snapshot, pages)
+            }
         };
-        let mut snapshot: HashMap<String, Option<SimState>> =
-            wanted.iter().map(|i| (i.clone(), None)).collect();
-        for (iccid, state) in listed {
-            snapshot.insert(iccid, Some(state));
-        }
+        snapshot.finish().map_err(on_disk)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(snapshot);
         Ok(pages)
     }
@@ -171,8 +182,15 @@ impl Lane {
         }
         let key = snapshot_key(row.target.iccid()?.as_str());
         let mut guard = self.snapshot.lock().expect("snapshot lock");
-        let entry = guard.as_mut()?.remove(&key)?;
-        Some(entry.map_or(Observed::Missing, Observed::Sim))
+        match guard.as_mut()?.take(&key) {
+            Ok(Lookup::Listed(state)) => Some(Observed::Sim(state)),
+            Ok(Lookup::NotListed) => Some(Observed::Missing),
+            Ok(Lookup::AlreadyTaken) => None,
+            Err(e) => {
+                tracing::warn!(lane = %self.name, error = %e, "could not read the inventory listing; reading live");
+                None
+            }
+        }
     }
 
     /// What the provider shows for the row's target: from the snapshot when allowed, else live.

@@ -10,4 +10,5 @@ pub mod lane;
 pub mod preflight;
 pub mod retry;
 pub mod schedule;
+pub mod snapshot;
 pub mod writer;
