@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::engine::{Stop, StopReason};
 use super::lane::Lane;
@@ -25,6 +25,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Once no change has been handed over for this long, dispatch is winding down: sweep at the
 /// first-look pace so the run's tail is short.
 const QUIET_AFTER: Duration = Duration::from_millis(500);
+/// Changes awaiting confirmation per lane, at most: past this, workers wait before handing
+/// over more, so that memory stays bounded when a run dispatches faster than its changes
+/// settle (or faster than their outcomes are written). Far above what a provider's limit
+/// allows in flight: Telnyx's 98 requests/s over a 2-minute settling time is 11,760.
+pub const MAX_WAITING: usize = 16_384;
 
 /// An accepted change awaiting confirmation.
 pub struct Handoff {
@@ -42,12 +47,21 @@ pub type OnOutcome = Arc<dyn Fn(Outcome) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Confirmer {
-    tx: mpsc::UnboundedSender<Handoff>,
+    tx: mpsc::UnboundedSender<(Handoff, OwnedSemaphorePermit)>,
+    /// One permit per change that may wait (see [`MAX_WAITING`]).
+    room: Arc<Semaphore>,
 }
 
 impl Confirmer {
-    pub fn submit(&self, handoff: Handoff) {
-        if let Err(mpsc::error::SendError(h)) = self.tx.send(handoff) {
+    /// Hands a change over, once there is room among the changes awaiting confirmation.
+    pub async fn submit(&self, handoff: Handoff) {
+        let permit = self
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if let Err(mpsc::error::SendError((h, _))) = self.tx.send((handoff, permit)) {
             // The task is gone (it only ends once every sender is dropped): tell the waiter.
             if let Some(done) = h.done {
                 let _ = done.send(None);
@@ -65,7 +79,8 @@ impl Confirmer {
     ) -> (Confirmer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(lane, writer, wait, stop, note, rx));
-        (Confirmer { tx }, task)
+        let room = Arc::new(Semaphore::new(MAX_WAITING));
+        (Confirmer { tx, room }, task)
     }
 }
 
@@ -73,16 +88,19 @@ struct Waiting {
     handoff: Handoff,
     deadline: Instant,
     next_look: Instant,
+    /// Frees its place among the waiting changes when dropped, that is once finished.
+    _room: OwnedSemaphorePermit,
 }
 
 impl Waiting {
     /// A newly handed-over change: first look soon, give up at the wait timeout.
-    fn new(handoff: Handoff, wait: Duration) -> Waiting {
+    fn new((handoff, room): (Handoff, OwnedSemaphorePermit), wait: Duration) -> Waiting {
         let now = Instant::now();
         Waiting {
             handoff,
             deadline: now + wait,
             next_look: now + FIRST_LOOK,
+            _room: room,
         }
     }
 }
@@ -116,7 +134,7 @@ async fn run(
     wait: Duration,
     stop: Arc<Stop>,
     note: OnOutcome,
-    mut rx: mpsc::UnboundedReceiver<Handoff>,
+    mut rx: mpsc::UnboundedReceiver<(Handoff, OwnedSemaphorePermit)>,
 ) {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut open = true;

@@ -506,24 +506,28 @@ impl Engine {
                     .expect("every lane has a confirmer");
                 if await_confirmation {
                     let (done, outcome) = tokio::sync::oneshot::channel();
-                    confirmer.submit(Handoff {
-                        index,
-                        record,
-                        reference,
-                        after,
-                        started,
-                        done: Some(done),
-                    });
+                    confirmer
+                        .submit(Handoff {
+                            index,
+                            record,
+                            reference,
+                            after,
+                            started,
+                            done: Some(done),
+                        })
+                        .await;
                     outcome.await.ok().flatten()
                 } else {
-                    confirmer.submit(Handoff {
-                        index,
-                        record,
-                        reference,
-                        after,
-                        started,
-                        done: None,
-                    });
+                    confirmer
+                        .submit(Handoff {
+                            index,
+                            record,
+                            reference,
+                            after,
+                            started,
+                            done: None,
+                        })
+                        .await;
                     None
                 }
             }

@@ -228,19 +228,23 @@ impl Lane {
                 }
             }
         }
-        // The rest are read one by one, all at once (the rate gate still paces them).
-        let singles = futures_util::future::join_all(waiting.iter().enumerate().map(
-            |(i, (reference, after))| {
-                let done = results[i].take();
-                async move {
-                    match done {
-                        Some(r) => r,
-                        None => self.poll(reference, after).await,
-                    }
-                }
-            },
-        ));
-        singles.await
+        // The rest are read one by one, all at once (the rate gate still paces them); only
+        // they get a future each, the batch's answers are already in.
+        let singles: Vec<usize> = (0..waiting.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let read = futures_util::future::join_all(singles.iter().map(|&i| {
+            let (reference, after) = &waiting[i];
+            self.poll(reference, after)
+        }))
+        .await;
+        for (i, r) in singles.into_iter().zip(read) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every waiting change has an answer"))
+            .collect()
     }
 
     async fn batch_sweep(

@@ -1,6 +1,7 @@
 //! Durable run progress behind the [`CheckpointStore`] trait, so the pipeline can be tested with
 //! an in-memory store and the real one can be swapped. The real store is sled (see `sled_store`).
 
+pub mod codec;
 pub mod record;
 pub mod sled_store;
 

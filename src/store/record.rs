@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a stored shape changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: row records in the binary form of `store::codec` (1: JSON).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A row's outcome (SPEC 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

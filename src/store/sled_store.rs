@@ -1,19 +1,22 @@
 //! The sled-backed checkpoint store. One database per state directory, opened once per process
 //! (sled's file lock turns a second process into a clear "busy" error, exit 4); one tree per
 //! run; row keys `b'j' + row index (u64, big-endian)` so iteration is file order; the manifest
-//! under `b'm'`. Every commit is one atomic batch followed by a flush: sled's flush protects
+//! under `b'm'`; row records in the compact form of [`codec`], the manifest as JSON. Every commit is one atomic batch followed by a flush: sled's flush protects
 //! against process crashes (kill -9), which is what resume needs, not against power loss.
 
 use std::path::{Path, PathBuf};
 
+use super::codec;
 use super::record::{Manifest, RowRecord, SCHEMA_VERSION};
 use super::{CheckpointStore, StoreError};
 
 const MANIFEST_KEY: &[u8] = b"m";
 const SUMMARY_KEY: &[u8] = b"s";
 const RUN_TREE_PREFIX: &str = "run:";
-/// sled defaults to a 1 GiB cache; a progress store needs little.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// sled defaults to a 1 GiB cache; a progress store needs little, and sled's memory is a
+/// multiple of this figure (measured with 1,000,000 rows of 80 bytes: peak RSS 75 MB with
+/// 16 MiB, 51 MB with 4 MiB, at the same speed).
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 fn row_key(index: u64) -> [u8; 9] {
     let mut key = [b'j'; 9];
@@ -126,6 +129,15 @@ impl SledRun {
     }
 }
 
+impl SledRun {
+    fn decode_row(&self, bytes: &[u8]) -> Result<RowRecord, StoreError> {
+        codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+            dir: self.dir.clone(),
+            detail: format!("unreadable row record: {e}"),
+        })
+    }
+}
+
 impl CheckpointStore for SledRun {
     fn manifest(&self) -> Result<Option<Manifest>, StoreError> {
         let Some(bytes) = self
@@ -162,7 +174,7 @@ impl CheckpointStore for SledRun {
             .get(row_key(index))
             .map_err(|e| classify(&self.dir, e))?
         {
-            Some(bytes) => self.decode("row record", &bytes).map(Some),
+            Some(bytes) => self.decode_row(&bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -170,10 +182,7 @@ impl CheckpointStore for SledRun {
     fn commit(&self, rows: &[(u64, RowRecord)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (index, record) in rows {
-            batch.insert(
-                &row_key(*index),
-                serde_json::to_vec(record).expect("records serialize"),
-            );
+            batch.insert(&row_key(*index), codec::encode(record));
         }
         self.tree
             .apply_batch(batch)
@@ -206,7 +215,7 @@ impl CheckpointStore for SledRun {
                     dir: self.dir.clone(),
                     detail: "malformed row key".into(),
                 })?);
-            Ok((index, self.decode("row record", &value)?))
+            Ok((index, self.decode_row(&value)?))
         }))
     }
 }
