@@ -66,6 +66,16 @@ impl JobReader {
         self.extra_columns.clone()
     }
 
+    /// Passes over the next `rows` rows without parsing them (rows an earlier invocation
+    /// finished); stops early at the end of the file.
+    pub fn skip_rows(&mut self, rows: u64) {
+        for _ in 0..rows {
+            if self.rows.next().is_none() {
+                return;
+            }
+        }
+    }
+
     /// Problems with the CSV header's names (near misses, repeats).
     pub fn header_diagnostics(&self) -> &[Diagnostic] {
         &self.header_diagnostics

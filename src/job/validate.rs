@@ -28,6 +28,22 @@ pub struct FileValidation {
 }
 
 impl FileValidation {
+    /// A file known to be valid from an earlier check of the same bytes (no diagnostics).
+    pub fn clean(
+        path: &Path,
+        valid_rows: u64,
+        counts: impl IntoIterator<Item = (String, Action, u64)>,
+    ) -> FileValidation {
+        FileValidation {
+            path: path.display().to_string(),
+            valid_rows,
+            invalid_rows: 0,
+            counts: counts.into_iter().map(|(p, a, n)| ((p, a), n)).collect(),
+            diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
+            unreadable: false,
+        }
+    }
+
     pub fn is_valid(&self) -> bool {
         self.diagnostics.error_count() == 0
     }

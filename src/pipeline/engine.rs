@@ -21,7 +21,7 @@ use super::lane::Lane;
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::{JobFormat, JobReader, JobRow, ParseOptions, RowResult};
-use crate::store::{CheckpointStore, Outcome, Phase, RowRecord};
+use crate::store::{CheckpointStore, FinishedPrefix, Outcome, Phase, RowRecord};
 
 /// `--max-failures N` or `N%`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,6 +79,15 @@ pub struct Live {
 }
 
 impl Live {
+    /// Counts the outcomes of rows finished by earlier invocations in bulk (the finished
+    /// prefix, which this invocation does not read).
+    pub fn inherit(&self, counts: &[u64; 7]) {
+        for (slot, n) in self.counts.iter().zip(counts) {
+            slot.fetch_add(*n, Ordering::Relaxed);
+            self.finished.fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.counts[outcome as usize].load(Ordering::Relaxed)
     }
@@ -167,25 +176,31 @@ pub struct Engine {
     pub stop: Arc<Stop>,
     /// True while the schedule (`--window`, `--until`) allows sending; see `schedule`.
     pub open: tokio::sync::watch::Receiver<bool>,
+    /// Leading rows that earlier invocations finished: the lanes skip them unread (groups
+    /// still read theirs, to know how far each group got), and they are counted once, here.
+    pub prefix: FinishedPrefix,
 }
 
-/// Reads the job and hands each of a lane's ungrouped rows (with its index) to `send`.
+/// Reads the job from row `skip` on and hands each valid row (with its index) to `keep`,
+/// until `keep` says stop.
 fn read_rows(
     job: &std::path::Path,
     format: Option<JobFormat>,
     parse: ParseOptions,
     stop: &Stop,
+    skip: u64,
     mut keep: impl FnMut(u64, JobRow) -> bool,
 ) {
-    let Ok(reader) = JobReader::open(job, format, parse) else {
+    let Ok(mut reader) = JobReader::open(job, format, parse) else {
         return;
     };
-    for (index, item) in reader.enumerate() {
+    reader.skip_rows(skip);
+    for (index, item) in (skip..).zip(reader) {
         if stop.requested() {
             return;
         }
         if let RowResult::Valid(parsed) = item {
-            if !keep(index as u64, parsed.row) {
+            if !keep(index, parsed.row) {
                 return;
             }
         }
@@ -195,6 +210,7 @@ fn read_rows(
 impl Engine {
     /// Runs every unfinished row; returns why it stopped early, if it did.
     pub async fn run(self: Arc<Self>, on_commit: super::writer::OnCommit) -> Option<StopReason> {
+        self.live.inherit(&self.prefix.counts);
         let mut on_commit = on_commit;
         let (writer, writer_task) = Writer::start(
             self.store.clone(),
@@ -236,7 +252,7 @@ impl Engine {
             );
             tokio::task::spawn_blocking(move || {
                 let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
-                read_rows(&job, format, parse, &stop, |index, row| {
+                read_rows(&job, format, parse, &stop, 0, |index, row| {
                     if let Some(g) = row.group.clone() {
                         groups.entry(g).or_default().push((index, row));
                     }
@@ -307,6 +323,7 @@ impl Engine {
         if !super::schedule::wait_open(&mut self.open.clone(), &self.stop).await {
             return;
         }
+        let skip = self.prefix.rows;
         let wanted = {
             let (job, format, parse, stop, lane, store) = (
                 self.job.clone(),
@@ -328,7 +345,7 @@ impl Engine {
                         .and_then(|r| r.final_outcome())
                         .is_some()
                 };
-                read_rows(&job, format, parse, &stop, |index, row| {
+                read_rows(&job, format, parse, &stop, skip, |index, row| {
                     if row.provider == lane.name
                         && lane.snapshot_eligible(&row)
                         && row.target.iccid().is_some()
@@ -370,7 +387,7 @@ impl Engine {
                 lane.name.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                read_rows(&job, format, parse, &stop, |index, row| {
+                read_rows(&job, format, parse, &stop, skip, |index, row| {
                     if row.provider != name || row.group.is_some() {
                         return true;
                     }
@@ -443,7 +460,9 @@ impl Engine {
             }
         };
         if let Some(outcome) = prior.as_ref().and_then(RowRecord::final_outcome) {
-            self.note(outcome, false);
+            if index >= self.prefix.rows {
+                self.note(outcome, false); // the prefix was counted at the start
+            }
             return Some(outcome);
         }
         // `not_before`: the row is held, not failed, until its time (a stop — Ctrl-C, the

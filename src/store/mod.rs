@@ -7,7 +7,9 @@ pub mod sled_store;
 
 use std::path::PathBuf;
 
-pub use record::{Manifest, Outcome, Phase, RowRecord, SCHEMA_VERSION};
+pub use record::{
+    FinishedPrefix, Manifest, Outcome, Phase, RowRecord, StoredValidation, SCHEMA_VERSION,
+};
 pub use sled_store::{SledRun, SledStore};
 
 /// Why the state store could not be used. Every variant maps to exit code 4 and names the
@@ -44,4 +46,9 @@ pub trait CheckpointStore: Send + Sync {
     /// `report` reproduces it byte for byte: floats need not survive a parse and re-print).
     fn put_summary(&self, summary: &[u8]) -> Result<(), StoreError>;
     fn summary(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The finished prefix as last recorded (empty if never).
+    fn finished_prefix(&self) -> Result<FinishedPrefix, StoreError>;
+    /// Extends the recorded finished prefix over the rows that have become final since, and
+    /// records it (run at the end of an invocation).
+    fn advance_finished_prefix(&self) -> Result<FinishedPrefix, StoreError>;
 }

@@ -7,6 +7,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::job::Action;
+
 /// Bumped whenever a stored shape changes incompatibly.
 /// 2: row records in the binary form of `store::codec` (1: JSON).
 pub const SCHEMA_VERSION: u32 = 2;
@@ -115,6 +117,40 @@ impl RowRecord {
     }
 }
 
+/// The leading rows (from row 0 on) that were all final when an invocation ended, and their
+/// outcomes: a resume neither reads nor re-checks them. Never more than the truth, because a
+/// final row is never written again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinishedPrefix {
+    pub rows: u64,
+    /// Rows per outcome, in the order of [`Outcome::ALL`].
+    pub counts: [u64; 7],
+}
+
+impl FinishedPrefix {
+    pub fn encode(&self) -> Vec<u8> {
+        std::iter::once(self.rows)
+            .chain(self.counts)
+            .flat_map(u64::to_le_bytes)
+            .collect()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<FinishedPrefix> {
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        let rows = words.next()?;
+        let mut counts = [0; 7];
+        for c in &mut counts {
+            *c = words.next()?;
+        }
+        Some(FinishedPrefix { rows, counts })
+    }
+}
+
 /// What a run is: written once when the run starts, checked on every resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -127,4 +163,20 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
     /// The run options that shape its outcome (recorded for the audit trail).
     pub options: serde_json::Value,
+    /// The clean validation the run started with; a resume of the same bytes, read the same
+    /// way, uses it instead of reading the whole file again (absent in older manifests and
+    /// for runs started with invalid rows).
+    #[serde(default)]
+    pub validated: Option<StoredValidation>,
+}
+
+/// What validating the job found, kept so that a resume need not validate it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredValidation {
+    /// How the file was read (providers and their kinds, the default provider, identifier
+    /// strictness, the format): a resume that would read it differently validates again.
+    pub reading: serde_json::Value,
+    pub valid_rows: u64,
+    /// Valid rows per provider name and action.
+    pub counts: Vec<(String, Action, u64)>,
 }

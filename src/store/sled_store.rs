@@ -7,11 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use super::codec;
-use super::record::{Manifest, RowRecord, SCHEMA_VERSION};
+use super::record::{FinishedPrefix, Manifest, RowRecord, SCHEMA_VERSION};
 use super::{CheckpointStore, StoreError};
 
 const MANIFEST_KEY: &[u8] = b"m";
 const SUMMARY_KEY: &[u8] = b"s";
+const PREFIX_KEY: &[u8] = b"p";
 const RUN_TREE_PREFIX: &str = "run:";
 /// sled defaults to a 1 GiB cache; a progress store needs little, and sled's memory is a
 /// multiple of this figure (measured with 1,000,000 rows of 80 bytes: peak RSS 75 MB with
@@ -207,6 +208,45 @@ impl CheckpointStore for SledRun {
             .map(|b| b.to_vec()))
     }
 
+    fn finished_prefix(&self) -> Result<FinishedPrefix, StoreError> {
+        match self
+            .tree
+            .get(PREFIX_KEY)
+            .map_err(|e| classify(&self.dir, e))?
+        {
+            None => Ok(FinishedPrefix::default()),
+            Some(bytes) => FinishedPrefix::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
+                dir: self.dir.clone(),
+                detail: "unreadable finished-prefix record".into(),
+            }),
+        }
+    }
+
+    fn advance_finished_prefix(&self) -> Result<FinishedPrefix, StoreError> {
+        let before = self.finished_prefix()?;
+        let mut prefix = before;
+        for item in self.tree.range(row_key(prefix.rows)..=row_key(u64::MAX)) {
+            let (key, value) = item.map_err(|e| classify(&self.dir, e))?;
+            if key.as_ref() != row_key(prefix.rows) {
+                break; // a row never reached
+            }
+            match self.decode_row(&value)?.final_outcome() {
+                Some(outcome) => {
+                    prefix.rows += 1;
+                    prefix.counts[outcome as usize] += 1;
+                }
+                None => break,
+            }
+        }
+        if prefix != before {
+            self.tree
+                .insert(PREFIX_KEY, prefix.encode())
+                .map_err(|e| classify(&self.dir, e))?;
+            self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+        }
+        Ok(prefix)
+    }
+
     fn rows(&self) -> Box<dyn Iterator<Item = Result<(u64, RowRecord), StoreError>> + '_> {
         Box::new(self.tree.scan_prefix(b"j").map(move |item| {
             let (key, value) = item.map_err(|e| classify(&self.dir, e))?;
@@ -235,6 +275,7 @@ mod tests {
             rows: 3,
             created_at: Utc::now(),
             options: serde_json::json!({"rate": null}),
+            validated: None,
         }
     }
 
@@ -263,6 +304,41 @@ mod tests {
             Some(Outcome::Succeeded)
         );
         assert!(run.get(7).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_finished_prefix_stops_at_the_first_unfinished_or_missing_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let run = store.run("p").unwrap();
+        let done = |outcome| {
+            let mut r = RowRecord::sending(Utc::now(), 1);
+            r.phase = Phase::Done;
+            r.outcome = Some(outcome);
+            r
+        };
+        assert_eq!(run.advance_finished_prefix().unwrap().rows, 0);
+        run.commit(&[
+            (0, done(Outcome::Succeeded)),
+            (1, done(Outcome::Failed)),
+            (2, RowRecord::sending(Utc::now(), 1)),
+            (3, done(Outcome::Skipped)),
+            (5, done(Outcome::Succeeded)),
+        ])
+        .unwrap();
+        let p = run.advance_finished_prefix().unwrap();
+        assert_eq!((p.rows, p.counts[0], p.counts[2]), (2, 1, 1));
+        run.commit(&[(2, done(Outcome::Pending))]).unwrap();
+        assert_eq!(
+            run.advance_finished_prefix().unwrap().rows,
+            2,
+            "pending is not final"
+        );
+        run.commit(&[(2, done(Outcome::Succeeded))]).unwrap();
+        let p = run.advance_finished_prefix().unwrap();
+        assert_eq!(p.rows, 4, "row 4 was never reached");
+        assert_eq!(p.counts, [2, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(run.finished_prefix().unwrap(), p, "recorded");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use simbatch::sandbox::inventory::{self, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::run_support::{show, RunEnv, TOKEN};
@@ -114,6 +114,73 @@ async fn ctrl_c_stops_cleanly_writes_reports_and_the_run_resumes() {
         "the resumed run finished every row"
     );
     assert_eq!(env.sb.journal().await.len(), 200, "each change once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
+    let env = RunEnv::new(slow()).await;
+    // emnify changes are synchronous: the rows done before the interruption are final.
+    let mut job = String::from("action,provider,iccid\n");
+    for i in (1..=400)
+        .filter(|i| !inventory::starts_suspended(*i))
+        .take(200)
+    {
+        job.push_str(&format!(
+            "suspend,emnify,{}\n",
+            inventory::iccid(EMNIFY_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("job.csv", &job);
+    let args = ["run", "--rate", "40", path.to_str().unwrap()];
+    let child = spawn_and_wait_for_requests(&env, &args).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let prefix = |env: &RunEnv| {
+        let store = simbatch::store::SledStore::open(&env.dir.path().join(".simbatch")).unwrap();
+        let id = store.run_ids().remove(0);
+        simbatch::store::CheckpointStore::finished_prefix(&store.run(&id).unwrap()).unwrap()
+    };
+    let first = prefix(&env);
+    assert!(
+        first.rows > 0 && first.rows < 200,
+        "some leading rows finished: {first:?}"
+    );
+    assert_eq!(first.counts.iter().sum::<u64>(), first.rows);
+
+    // Read differently (lenient identifiers): validated again.
+    let mut lenient = args.to_vec();
+    lenient.insert(1, "--lenient-ids");
+    lenient.insert(1, "--until");
+    lenient.insert(2, "0s");
+    let output = env.run(&lenient).await;
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("validated when the run started"),
+        "{}",
+        show(&output)
+    );
+    // Read the same way: the first validation stands, and the finished rows are not re-read.
+    let output = env
+        .run(&["run", "--json", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("validated when the run started (200 rows); not read again"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["outcomes"]["succeeded"], 200, "{summary}");
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+    assert_eq!(env.sb.journal().await.len(), 200, "each change once");
+    let last = prefix(&env);
+    assert_eq!((last.rows, last.counts[0]), (200, 200), "{last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
