@@ -319,7 +319,6 @@ fn format_name(f: JobFormat) -> &'static str {
     }
 }
 
-/// Runs (or resumes) a job.
 /// How a run reads its job file: a resume that would read it differently validates it again.
 fn reading(req: &RunRequest, format: JobFormat) -> serde_json::Value {
     json!({
@@ -357,6 +356,7 @@ fn stored_validation(
     (Some(store), found)
 }
 
+/// Runs (or resumes) a job.
 pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
     let job_format = req
         .format
