@@ -1,4 +1,5 @@
-//! The compact binary form of a [`RowRecord`] in the store (schema 2). A row record is written
+//! The compact binary form of a [`RowRecord`] in the store (schema 2), and of the blocks of
+//! [`ROWS_PER_BLOCK`] rows that the store keeps under one key. A row record is written
 //! twice per row (the "sending" marker, then the outcome), so its size is what the store's
 //! disk and memory grow with: as JSON a finished row took about 330 bytes, in this form about
 //! 70. Layout: a format byte, the phase, the outcome, `attempts` as a varint, a presence mask
@@ -190,6 +191,59 @@ pub fn decode(bytes: &[u8]) -> Result<RowRecord, String> {
     })
 }
 
+/// Rows per stored block. sled's memory follows its number of keys and the nodes its
+/// iterators page in: with one key per row, 1,000,000 rows took 30 MB while writing and 54 MB
+/// after a full scan (100,000: 17 and 28 MB); with 16 rows per key and blocks read by key,
+/// 13 MB and 25 MB, and writing took 2.6 s instead of 20.6 s (measured with 80-byte records
+/// in 512-row batches, each row written twice).
+pub const ROWS_PER_BLOCK: u64 = 16;
+const BLOCK_FORMAT: u8 = 0xB3;
+
+/// The encoded records of one block's rows, by slot (`None`: the row has no record yet).
+pub type Slots<'a> = [Option<&'a [u8]>; ROWS_PER_BLOCK as usize];
+
+/// Encodes a block: its format byte, a mask of the slots present, then each present slot's
+/// record as varint length + bytes.
+pub fn encode_block(slots: &Slots) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(3 + slots.iter().flatten().map(|r| r.len() + 2).sum::<usize>());
+    out.push(BLOCK_FORMAT);
+    let mask = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_some())
+        .fold(0u16, |m, (i, _)| m | 1 << i);
+    out.extend_from_slice(&mask.to_le_bytes());
+    for record in slots.iter().flatten() {
+        put_varint(&mut out, record.len() as u64);
+        out.extend_from_slice(record);
+    }
+    out
+}
+
+/// The slots of an encoded block (borrowing its bytes); the error says what is wrong.
+pub fn decode_block(bytes: &[u8]) -> Result<Slots<'_>, String> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.byte()? != BLOCK_FORMAT {
+        return Err("not a schema-2 block of rows".into());
+    }
+    let mask = u16::from_le_bytes([r.byte()?, r.byte()?]);
+    let mut slots: Slots = [None; ROWS_PER_BLOCK as usize];
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if mask & (1 << i) == 0 {
+            continue;
+        }
+        let len = usize::try_from(r.varint()?).map_err(|_| "malformed length")?;
+        let end = r.at.checked_add(len).ok_or("malformed length")?;
+        *slot = Some(bytes.get(r.at..end).ok_or("block cut short")?);
+        r.at = end;
+    }
+    if r.at != bytes.len() {
+        return Err("trailing bytes after the block".into());
+    }
+    Ok(slots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +296,26 @@ mod tests {
             r.started_at = None;
             assert_eq!(decode(&encode(&r)).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn blocks_keep_each_slot_and_refuse_damage() {
+        let (a, b) = (encode(&full()), encode(&RowRecord::sending(Utc::now(), 2)));
+        let mut slots: Slots = [None; ROWS_PER_BLOCK as usize];
+        slots[0] = Some(&a);
+        slots[15] = Some(&b);
+        slots[7] = Some(&[]);
+        let bytes = encode_block(&slots);
+        assert_eq!(decode_block(&bytes).unwrap(), slots);
+        assert_eq!(
+            decode_block(&encode_block(&[None; 16])).unwrap(),
+            [None; 16]
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode_block(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_block(&a).is_err(), "a record is not a block");
+        assert!(decode_block(b"{not json").is_err());
     }
 
     #[test]

@@ -127,11 +127,12 @@ async fn an_unreadable_record_or_another_schema_version_gives_exit_4() {
     let state = env.dir.path().join(".simbatch");
     let run_id = SledStore::open(&state).unwrap().run_ids().remove(0);
     {
-        // Row 3's record overwritten with bytes that are not a record (sled itself is intact).
+        // The block of rows 0-15 overwritten with bytes that are not a block (sled itself is
+        // intact).
         let db = sled::open(state.join("db")).unwrap();
         let tree = db.open_tree(format!("run:{run_id}")).unwrap();
-        let mut key = [b'j'; 9];
-        key[1..].copy_from_slice(&3u64.to_be_bytes());
+        let mut key = [b'b'; 9];
+        key[1..].copy_from_slice(&0u64.to_be_bytes());
         assert!(
             tree.get(key).unwrap().is_some(),
             "row keys are as the store writes them"
