@@ -14,7 +14,7 @@ use super::engine::{Stop, StopReason};
 use super::lane::Lane;
 use super::writer::Writer;
 use crate::provider::{ErrorClass, Polled};
-use crate::store::{Outcome, Phase, RowRecord};
+use crate::store::{codec, Outcome, Phase, RowRecord};
 
 /// First look at a newly accepted change, and the pace of sweeps after that. A sweep costs a
 /// request or a few whatever the number of rows waiting: every 2 s, Telnyx confirmation costs
@@ -84,8 +84,43 @@ impl Confirmer {
     }
 }
 
+/// A handoff as it waits, its record in the store's compact form: a backlog of 16,384 waiting
+/// changes is about 4 MB smaller than with the records as structs.
+struct Parked {
+    index: u64,
+    record: Box<[u8]>,
+    reference: Box<str>,
+    after: Box<str>,
+    started: Instant,
+    done: Option<oneshot::Sender<Option<Outcome>>>,
+}
+
+impl Parked {
+    fn new(h: Handoff) -> Parked {
+        Parked {
+            index: h.index,
+            record: codec::encode(&h.record).into_boxed_slice(),
+            reference: h.reference.into_boxed_str(),
+            after: h.after.into_boxed_str(),
+            started: h.started,
+            done: h.done,
+        }
+    }
+
+    fn into_handoff(self) -> Handoff {
+        Handoff {
+            index: self.index,
+            record: codec::decode(&self.record).expect("a record this process encoded"),
+            reference: self.reference.into(),
+            after: self.after.into(),
+            started: self.started,
+            done: self.done,
+        }
+    }
+}
+
 struct Waiting {
-    handoff: Handoff,
+    handoff: Parked,
     deadline: Instant,
     next_look: Instant,
     /// Frees its place among the waiting changes when dropped, that is once finished.
@@ -97,7 +132,7 @@ impl Waiting {
     fn new((handoff, room): (Handoff, OwnedSemaphorePermit), wait: Duration) -> Waiting {
         let now = Instant::now();
         Waiting {
-            handoff,
+            handoff: Parked::new(handoff),
             deadline: now + wait,
             next_look: now + FIRST_LOOK,
             _room: room,
@@ -170,7 +205,7 @@ async fn run(
                 finish(
                     &writer,
                     &note,
-                    w.handoff,
+                    w.handoff.into_handoff(),
                     Outcome::Pending,
                     Some("accepted; not yet confirmed (run again to confirm)".into()),
                     None,
@@ -211,12 +246,20 @@ async fn run(
         }
         let now = Instant::now();
         last_sweep = now;
-        let (look, later): (Vec<Waiting>, Vec<Waiting>) =
-            waiting.drain(..).partition(|w| w.next_look <= now);
-        waiting = later;
+        // Taken out in place (order does not matter): partitioning into two new vectors
+        // doubled the backlog's memory at every sweep.
+        let mut look: Vec<Waiting> = Vec::new();
+        let mut i = 0;
+        while i < waiting.len() {
+            if waiting[i].next_look <= now {
+                look.push(waiting.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
         let queries: Vec<(String, String)> = look
             .iter()
-            .map(|w| (w.handoff.reference.clone(), w.handoff.after.clone()))
+            .map(|w| (w.handoff.reference.to_string(), w.handoff.after.to_string()))
             .collect();
         let results = lane.sweep(&queries).await;
         for (mut w, result) in look.into_iter().zip(results) {
@@ -225,7 +268,7 @@ async fn run(
                     finish(
                         &writer,
                         &note,
-                        w.handoff,
+                        w.handoff.into_handoff(),
                         Outcome::Succeeded,
                         None,
                         Some(after),
@@ -236,7 +279,7 @@ async fn run(
                     finish(
                         &writer,
                         &note,
-                        w.handoff,
+                        w.handoff.into_handoff(),
                         Outcome::Failed,
                         Some(reason),
                         None,
@@ -255,7 +298,7 @@ async fn run(
                     finish(
                         &writer,
                         &note,
-                        w.handoff,
+                        w.handoff.into_handoff(),
                         Outcome::Unknown,
                         Some(reason),
                         None,
@@ -266,7 +309,7 @@ async fn run(
                     finish(
                         &writer,
                         &note,
-                        w.handoff,
+                        w.handoff.into_handoff(),
                         Outcome::Pending,
                         Some("accepted; not yet confirmed (run again to confirm)".into()),
                         None,
