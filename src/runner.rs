@@ -329,6 +329,14 @@ fn reading(req: &RunRequest, format: JobFormat) -> serde_json::Value {
     })
 }
 
+/// `base` (an object) with `more`'s fields added.
+fn with_fields(mut base: serde_json::Value, more: serde_json::Value) -> serde_json::Value {
+    if let (Some(base), serde_json::Value::Object(more)) = (base.as_object_mut(), more) {
+        base.extend(more);
+    }
+    base
+}
+
 /// The clean validation a run of this job made when it started, if the store holds one that
 /// was made reading the file the same way (and the state directory already exists: nothing
 /// is created before the job is known to be valid). Returns the open store too, as sled
@@ -494,18 +502,17 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
             job_sha256: hash.clone(),
             rows: validation.valid_rows + validation.invalid_rows,
             created_at: Utc::now(),
-            options: json!({
-                "accounts": accounts,
-                "providers": req.parse.providers.kinds(),
-                "provider": req.parse.default_provider,
-                "lenient_ids": req.parse.strictness == crate::job::IdStrictness::Lenient,
-                "format": format_name(job_format),
-                "results_format": format_name(req.results_format.unwrap_or(job_format)),
-                "rate": req.rate, "concurrency": req.concurrency, "max_attempts": req.max_attempts,
-                "preflight": req.preflight, "wait_s": req.wait.map(|w| w.as_secs()),
-                "skip_invalid": req.skip_invalid,
-                "schedule": (!req.schedule.is_unrestricted()).then(|| req.schedule.describe()),
-            }),
+            options: with_fields(
+                reading.clone(),
+                json!({
+                    "accounts": accounts,
+                    "results_format": format_name(req.results_format.unwrap_or(job_format)),
+                    "rate": req.rate, "concurrency": req.concurrency, "max_attempts": req.max_attempts,
+                    "preflight": req.preflight, "wait_s": req.wait.map(|w| w.as_secs()),
+                    "skip_invalid": req.skip_invalid,
+                    "schedule": (!req.schedule.is_unrestricted()).then(|| req.schedule.describe()),
+                }),
+            ),
             validated: (validation.invalid_rows == 0 && validation.is_valid()).then(|| {
                 StoredValidation {
                     reading: reading.clone(),

@@ -288,9 +288,8 @@ impl Lane {
             // Still scheduled: waiting. Otherwise it settled: on its target, or back where it was.
             Client::Twilio(c) => {
                 let scheduled: HashSet<String> = c
-                    .list(Some("scheduled"), u64::MAX)
+                    .list("scheduled")
                     .await?
-                    .unwrap_or_default()
                     .into_iter()
                     .map(|(_, s)| s.id)
                     .collect();
@@ -299,9 +298,8 @@ impl Lane {
                     let (reference, after) = &waiting[i];
                     if !scheduled.contains(reference) && !settled_on.contains_key(after) {
                         let sids = c
-                            .list(Some(after), u64::MAX)
+                            .list(after)
                             .await?
-                            .unwrap_or_default()
                             .into_iter()
                             .map(|(_, s)| s.id)
                             .collect();

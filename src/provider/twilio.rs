@@ -115,27 +115,19 @@ impl Twilio {
         Ok(list.sims.into_iter().next().map(state))
     }
 
-    /// Every registered Sim (optionally only those with `status`), page by page (1,000 each),
-    /// following `meta.next_page_url`; `max_pages` bounds the work. `None` if more pages remain.
-    pub async fn list(
-        &self,
-        status: Option<&str>,
-        max_pages: u64,
-    ) -> Result<Option<Vec<(String, SimState)>>, ProviderError> {
-        let mut path = match status {
-            Some(s) => format!("/v1/Sims?Status={s}&PageSize=1000"),
-            None => "/v1/Sims?PageSize=1000".to_string(),
-        };
+    /// Every registered Sim with `status`, page by page (1,000 each), following
+    /// `meta.next_page_url`.
+    pub async fn list(&self, status: &str) -> Result<Vec<(String, SimState)>, ProviderError> {
+        let mut path = format!("/v1/Sims?Status={status}&PageSize=1000");
         let mut out = Vec::new();
-        for _ in 0..max_pages {
+        loop {
             let (sims, next) = self.sim_page(&path).await?;
             out.extend(sims);
             match next {
                 Some(next) => path = next,
-                None => return Ok(Some(out)),
+                None => return Ok(out),
             }
         }
-        Ok(None)
     }
 
     /// The first page of the Sim listing (1,000 per page), optionally only one Fleet.
