@@ -523,31 +523,27 @@ impl Engine {
                 let confirmer = confirmers
                     .get(&lane.name)
                     .expect("every lane has a confirmer");
-                if await_confirmation {
-                    let (done, outcome) = tokio::sync::oneshot::channel();
-                    confirmer
-                        .submit(Handoff {
-                            index,
-                            record,
-                            reference,
-                            after,
-                            started,
-                            done: Some(done),
-                        })
-                        .await;
-                    outcome.await.ok().flatten()
-                } else {
-                    confirmer
-                        .submit(Handoff {
-                            index,
-                            record,
-                            reference,
-                            after,
-                            started,
-                            done: None,
-                        })
-                        .await;
-                    None
+                // Groups wait for the confirmed outcome; other rows move on.
+                let (done, outcome) = match await_confirmation {
+                    true => {
+                        let (done, outcome) = tokio::sync::oneshot::channel();
+                        (Some(done), Some(outcome))
+                    }
+                    false => (None, None),
+                };
+                confirmer
+                    .submit(Handoff {
+                        index,
+                        record,
+                        reference,
+                        after,
+                        started,
+                        done,
+                    })
+                    .await;
+                match outcome {
+                    Some(outcome) => outcome.await.ok().flatten(),
+                    None => None,
                 }
             }
             RowEnd::Record(record) => {

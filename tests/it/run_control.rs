@@ -25,18 +25,23 @@ fn slow() -> SandboxConfig {
     }
 }
 
-pub fn telnyx_suspensions(n: u64) -> String {
+/// A job suspending the first `n` SIMs of `provider` that start active.
+pub fn suspensions(provider: &str, prefix: &str, n: u64) -> String {
     let mut job = String::from("action,provider,iccid\n");
     for i in (1..=n * 2)
         .filter(|i| !inventory::starts_suspended(*i))
         .take(n as usize)
     {
         job.push_str(&format!(
-            "suspend,telnyx,{}\n",
-            inventory::iccid(TELNYX_PREFIX, i)
+            "suspend,{provider},{}\n",
+            inventory::iccid(prefix, i)
         ));
     }
     job
+}
+
+pub fn telnyx_suspensions(n: u64) -> String {
+    suspensions("telnyx", TELNYX_PREFIX, n)
 }
 
 async fn spawn_and_wait_for_requests(env: &RunEnv, args: &[&str]) -> std::process::Child {
@@ -120,17 +125,7 @@ async fn ctrl_c_stops_cleanly_writes_reports_and_the_run_resumes() {
 async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
     let env = RunEnv::new(slow()).await;
     // emnify changes are synchronous: the rows done before the interruption are final.
-    let mut job = String::from("action,provider,iccid\n");
-    for i in (1..=400)
-        .filter(|i| !inventory::starts_suspended(*i))
-        .take(200)
-    {
-        job.push_str(&format!(
-            "suspend,emnify,{}\n",
-            inventory::iccid(EMNIFY_PREFIX, i)
-        ));
-    }
-    let path = env.write_job("job.csv", &job);
+    let path = env.write_job("job.csv", &suspensions("emnify", EMNIFY_PREFIX, 200));
     let args = ["run", "--rate", "40", path.to_str().unwrap()];
     let child = spawn_and_wait_for_requests(&env, &args).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -287,16 +282,7 @@ async fn a_slow_provider_never_holds_up_another() {
         .replace("kind = \"emnify\"\n", "kind = \"emnify\"\nrate = 2\n")
         .replace("kind = \"telnyx\"\n", "kind = \"telnyx\"\nrate = 1000\n");
     std::fs::write(env.dir.path().join("simbatch.toml"), toml).unwrap();
-    let mut job = String::from("action,provider,iccid\n");
-    for i in (1..=30)
-        .filter(|i| !inventory::starts_suspended(*i))
-        .take(10)
-    {
-        job.push_str(&format!(
-            "suspend,emnify,{}\n",
-            inventory::iccid(simbatch::sandbox::inventory::EMNIFY_PREFIX, i)
-        ));
-    }
+    let mut job = suspensions("emnify", EMNIFY_PREFIX, 10);
     job.push_str(&telnyx_suspensions(200).replacen("action,provider,iccid\n", "", 1));
     let path = env.write_job("mixed.csv", &job);
     let output = env.run(&["run", "-q", path.to_str().unwrap()]).await;
