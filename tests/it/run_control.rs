@@ -60,6 +60,17 @@ async fn spawn_and_wait_for_requests(env: &RunEnv, args: &[&str]) -> std::proces
     child
 }
 
+/// Sends the run SIGINT (as Ctrl-C does) and waits for it to end.
+async fn ctrl_c(child: std::process::Child) -> std::process::Output {
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_the_same_state_directory_exits_4() {
     let env = RunEnv::new(slow()).await;
@@ -87,14 +98,7 @@ async fn ctrl_c_stops_cleanly_writes_reports_and_the_run_resumes() {
     let path = env.write_job("job.csv", &telnyx_suspensions(200));
     let args = ["run", "--rate", "40", path.to_str().unwrap()];
     let child = spawn_and_wait_for_requests(&env, &args).await;
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = ctrl_c(child).await;
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -129,13 +133,7 @@ async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
     let args = ["run", "--rate", "40", path.to_str().unwrap()];
     let child = spawn_and_wait_for_requests(&env, &args).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = ctrl_c(child).await;
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
     let prefix = |env: &RunEnv| {
         let store = simbatch::store::SledStore::open(&env.dir.path().join(".simbatch")).unwrap();
