@@ -239,6 +239,7 @@ pub fn build_lane(config: &ProviderConfig, req: &RunRequest) -> anyhow::Result<L
             // latency; 2x workers reach the cap's bound).
             .unwrap_or_else(|| default_concurrency(&limits)),
         snapshot: std::sync::Mutex::new(None),
+        listing: tokio::sync::watch::Sender::new(crate::pipeline::lane::Listing::Off),
     })
 }
 

@@ -360,23 +360,37 @@ impl Engine {
             .await
             .unwrap_or_default()
         };
-        match lane.prefetch(wanted).await {
-            Ok(pages) if pages > 0 => {
-                tracing::info!(lane = %lane.name, pages, rows = wanted, "listed the inventory instead of looking rows up")
+        // The listing runs alongside dispatch: a row whose SIM is listed goes as soon as its
+        // page is in (see `Lane::take_listed`). It is polled first, so it is announced before
+        // any row asks.
+        let listing = async {
+            match lane.prefetch(wanted).await {
+                Ok(pages) if pages > 0 => {
+                    tracing::info!(lane = %lane.name, pages, rows = wanted, "listed the inventory instead of looking rows up")
+                }
+                Ok(_) => {}
+                Err(e) if e.class == crate::provider::ErrorClass::Auth => {
+                    self.stop.request(StopReason::Auth {
+                        provider: lane.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(lane = %lane.name, error = %e, "could not list the inventory; looking the remaining rows up one by one")
+                }
             }
-            Ok(_) => {}
-            Err(e) if e.class == crate::provider::ErrorClass::Auth => {
-                self.stop.request(StopReason::Auth {
-                    provider: lane.name.clone(),
-                    message: e.to_string(),
-                });
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(lane = %lane.name, error = %e, "could not list the inventory; looking rows up one by one")
-            }
-        }
+        };
+        tokio::join!(listing, self.dispatch(lane.clone(), writer, confirmers, skip));
+    }
 
+    /// Feeds a lane's ungrouped rows, from `skip` on, to its workers.
+    async fn dispatch(
+        self: &Arc<Self>,
+        lane: Arc<Lane>,
+        writer: Writer,
+        confirmers: Arc<BTreeMap<String, Confirmer>>,
+        skip: u64,
+    ) {
         let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
         let reader = {
             let (job, format, parse, stop, name) = (

@@ -183,7 +183,7 @@ pub async fn execute(
         // The listing this run took before acting shows what the interrupted attempt left
         // behind (the process that sent it is gone); only a SIM still changing, or one the
         // listing did not show, is read live.
-        match lane.take_listed(row) {
+        match lane.take_listed(row).await {
             Some(Observed::Sim(s)) if s.settled => Ok(Observed::Sim(s)),
             _ => attempt.observe_settled(row).await,
         }

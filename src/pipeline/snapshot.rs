@@ -32,6 +32,8 @@ pub enum Lookup {
     NotListed,
     /// Asked before: read it live.
     AlreadyTaken,
+    /// Not listed so far, and the listing is still running: ask again after the next page.
+    NotYet,
 }
 
 /// The listed inventory of one lane.
@@ -240,23 +242,27 @@ impl Snapshot {
         take_str(&record, &mut at).map(Option::unwrap_or_default)
     }
 
-    /// Ends the listing: every record is written out and lookups may start.
-    pub fn finish(&mut self) -> io::Result<()> {
+    /// Writes out the records inserted so far, so that [`Snapshot::take`] can read them (call
+    /// it after each page).
+    pub fn flush(&mut self) -> io::Result<()> {
         self.data.flush()
     }
 
-    /// What the listing showed for `key`, once (see [`Lookup`]). Call [`Snapshot::finish`]
-    /// first.
-    pub fn take(&mut self, key: &str) -> io::Result<Lookup> {
+    /// What the listing showed for `key`, once (see [`Lookup`]); `complete`: every page is in,
+    /// so a SIM not listed is one the provider does not have. Call [`Snapshot::flush`] first.
+    pub fn take(&mut self, key: &str, complete: bool) -> io::Result<Lookup> {
         let hash = key_hash(key);
         let mut i = hash & (self.slots - 1);
         loop {
             let (h, offset) = self.slot(i)?;
             if h == EMPTY {
+                if !complete {
+                    return Ok(Lookup::NotYet);
+                }
                 // Remember the question, so that asking again reads live too.
                 if (self.entries + 1) * 2 > self.slots {
                     self.grow()?;
-                    return self.take(key);
+                    return self.take(key, complete);
                 }
                 Self::set_slot(&self.index, i, hash, TAKEN)?;
                 self.entries += 1;
@@ -300,18 +306,40 @@ mod tests {
         let mut s = Snapshot::new(4).unwrap();
         s.insert("8901", &state("a", "enabled")).unwrap();
         s.insert("8902", &state("b", "disabled")).unwrap();
-        s.finish().unwrap();
+        s.flush().unwrap();
         assert_eq!(
-            s.take("8902").unwrap(),
+            s.take("8902", true).unwrap(),
             Lookup::Listed(state("b", "disabled"))
         );
-        assert_eq!(s.take("8902").unwrap(), Lookup::AlreadyTaken);
-        assert_eq!(s.take("8903").unwrap(), Lookup::NotListed);
-        assert_eq!(s.take("8903").unwrap(), Lookup::AlreadyTaken);
+        assert_eq!(s.take("8902", true).unwrap(), Lookup::AlreadyTaken);
+        assert_eq!(s.take("8903", true).unwrap(), Lookup::NotListed);
+        assert_eq!(s.take("8903", true).unwrap(), Lookup::AlreadyTaken);
         assert_eq!(
-            s.take("8901").unwrap(),
+            s.take("8901", true).unwrap(),
             Lookup::Listed(state("a", "enabled"))
         );
+    }
+
+    #[test]
+    fn while_listing_an_unlisted_sim_is_not_yet_known_and_nothing_is_remembered() {
+        let mut s = Snapshot::new(4).unwrap();
+        s.insert("8901", &state("a", "enabled")).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.take("8902", false).unwrap(), Lookup::NotYet);
+        assert_eq!(s.take("8902", false).unwrap(), Lookup::NotYet);
+        // The next page lists it: it is answered from the listing, once.
+        s.insert("8902", &state("b", "disabled")).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            s.take("8902", false).unwrap(),
+            Lookup::Listed(state("b", "disabled"))
+        );
+        assert_eq!(s.take("8902", false).unwrap(), Lookup::AlreadyTaken);
+        // Taken while listing, then listed again by a later page: still read live.
+        s.insert("8902", &state("b", "enabled")).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.take("8902", true).unwrap(), Lookup::AlreadyTaken);
+        assert_eq!(s.take("8903", true).unwrap(), Lookup::NotListed);
     }
 
     #[test]
@@ -324,11 +352,11 @@ mod tests {
         // A SIM listed twice keeps its first state.
         s.insert("89000000000000000007", &state("other", "x"))
             .unwrap();
-        s.finish().unwrap();
+        s.flush().unwrap();
         assert_eq!(s.len(), 5_000);
         for i in (0..5_000u32).rev() {
             assert_eq!(
-                s.take(&format!("89{i:018}")).unwrap(),
+                s.take(&format!("89{i:018}"), true).unwrap(),
                 Lookup::Listed(state(&i.to_string(), "active")),
                 "{i}"
             );
