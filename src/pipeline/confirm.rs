@@ -42,12 +42,16 @@ pub struct Handoff {
     pub done: Option<oneshot::Sender<Option<Outcome>>>,
 }
 
+/// A handoff as it reaches the confirmer's task: its place among the waiting changes, and when
+/// it was handed over.
+type Arrival = (Handoff, OwnedSemaphorePermit, Instant);
+
 /// Told every outcome the confirmer produces (progress, failure threshold).
 pub type OnOutcome = Arc<dyn Fn(Outcome) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Confirmer {
-    tx: mpsc::UnboundedSender<(Handoff, OwnedSemaphorePermit)>,
+    tx: mpsc::UnboundedSender<Arrival>,
     /// One permit per change that may wait (see [`MAX_WAITING`]).
     room: Arc<Semaphore>,
 }
@@ -61,7 +65,9 @@ impl Confirmer {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        if let Err(mpsc::error::SendError((h, _))) = self.tx.send((handoff, permit)) {
+        if let Err(mpsc::error::SendError((h, _, _))) =
+            self.tx.send((handoff, permit, Instant::now()))
+        {
             // The task is gone (it only ends once every sender is dropped): tell the waiter.
             if let Some(done) = h.done {
                 let _ = done.send(None);
@@ -128,13 +134,13 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// A newly handed-over change: first look soon, give up at the wait timeout.
-    fn new((handoff, room): (Handoff, OwnedSemaphorePermit), wait: Duration) -> Waiting {
-        let now = Instant::now();
+    /// A newly handed-over change: first look soon after it was handed over (not after the
+    /// sweep that kept this task busy meanwhile), give up at the wait timeout.
+    fn new((handoff, room, at): Arrival, wait: Duration) -> Waiting {
         Waiting {
             handoff: Parked::new(handoff),
-            deadline: now + wait,
-            next_look: now + FIRST_LOOK,
+            deadline: at + wait,
+            next_look: at + FIRST_LOOK,
             _room: room,
         }
     }
@@ -169,7 +175,7 @@ async fn run(
     wait: Duration,
     stop: Arc<Stop>,
     note: OnOutcome,
-    mut rx: mpsc::UnboundedReceiver<(Handoff, OwnedSemaphorePermit)>,
+    mut rx: mpsc::UnboundedReceiver<Arrival>,
 ) {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut open = true;
@@ -187,7 +193,9 @@ async fn run(
             last_arrival = Instant::now();
             waiting.push(Waiting::new(h, wait));
         }
-        if last_arrival.elapsed() >= QUIET_AFTER {
+        // Quiet: dispatch has ended (every sender is gone) or paused long enough.
+        let quiet = !open || last_arrival.elapsed() >= QUIET_AFTER;
+        if quiet {
             let soon = Instant::now() + FIRST_LOOK;
             for w in &mut waiting {
                 w.next_look = w.next_look.min(soon);
@@ -221,9 +229,14 @@ async fn run(
             .map(|w| w.next_look)
             .min()
             .expect("not empty");
-        let quiet = last_arrival.elapsed() >= QUIET_AFTER;
         let due = if quiet {
-            earliest
+            // Nothing more is coming for now: one sweep once the last of them is due takes them
+            // all, where sweeping each at its own first look cost a request or two apiece.
+            waiting
+                .iter()
+                .map(|w| w.next_look)
+                .max()
+                .expect("not empty")
         } else {
             // Busy: the sweep pace — unless dispatch goes quiet first, when the run's tail starts
             // and waiting out the rest of SWEEP_EVERY would only lengthen it.
@@ -246,12 +259,13 @@ async fn run(
         }
         let now = Instant::now();
         last_sweep = now;
+        let cutoff = if quiet { now.max(due) } else { now };
         // Taken out in place (order does not matter): partitioning into two new vectors
         // doubled the backlog's memory at every sweep.
         let mut look: Vec<Waiting> = Vec::new();
         let mut i = 0;
         while i < waiting.len() {
-            if waiting[i].next_look <= now {
+            if waiting[i].next_look <= cutoff {
                 look.push(waiting.swap_remove(i));
             } else {
                 i += 1;
@@ -261,7 +275,9 @@ async fn run(
             .iter()
             .map(|w| (w.handoff.reference.to_string(), w.handoff.after.to_string()))
             .collect();
+        tracing::debug!(lane = %lane.name, looking = queries.len(), waiting = waiting.len(), quiet, "sweep starts");
         let results = lane.sweep(&queries).await;
+        tracing::debug!(lane = %lane.name, "sweep ends");
         for (mut w, result) in look.into_iter().zip(results) {
             match result {
                 Ok(Polled::Done { after }) => {
@@ -317,7 +333,10 @@ async fn run(
                     .await;
                 }
                 Ok(Polled::Waiting) | Err(_) => {
-                    w.next_look = Instant::now() + SWEEP_EVERY;
+                    // From when the sweep started, which is when it saw them still changing (a
+                    // sweep under a busy lane takes a second or more): once dispatch is quiet,
+                    // the next sweep then takes them too instead of leaving them for another.
+                    w.next_look = now + SWEEP_EVERY;
                     waiting.push(w);
                 }
             }
