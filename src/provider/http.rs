@@ -105,11 +105,14 @@ impl Http {
         &self,
         request: RequestBuilder,
     ) -> Result<Result<Answer, Refused>, ProviderError> {
-        let _permit = self.gate.acquire().await;
+        let ticket = self.gate.acquire().await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let response = request.send().await.map_err(|e| from_transport(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            self.gate.observe(&ticket, &headers);
+        }
         let body = response.bytes().await.map_err(|e| from_transport(&e))?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.gate

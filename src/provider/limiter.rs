@@ -1,6 +1,7 @@
 //! The rate gate of one provider lane: a GCRA limiter (governor) for request-rate limits, a
-//! semaphore for in-flight caps (Twilio), and a lane-wide pause after a 429 so that one refusal
-//! slows every worker of the lane, not just the request that got it.
+//! semaphore for in-flight caps (Twilio), the provider's own fixed windows once the answers
+//! show where they start (Telnyx; see [`super::window`]), and a lane-wide pause after a 429 so
+//! that one refusal slows every worker of the lane, not just the request that got it.
 //!
 //! Defaults follow each provider's documented limits, set so that even the burst stays inside
 //! a windowed limit: emnify allows 2,000 requests per 5 minutes per IP, so burst + rate × 300 s
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::window::{Decision, WindowFollower};
 use crate::job::ProviderKind;
 
 tokio::task_local! {
@@ -29,6 +31,10 @@ pub struct LaneLimits {
     pub rate: Option<(f64, u32)>,
     /// Requests in flight at once.
     pub max_in_flight: Option<usize>,
+    /// The provider's fixed rate window, followed once its answers show where windows start,
+    /// and at most how many requests to send in one (`--rate` × the window; else the limit the
+    /// provider states).
+    pub window: Option<(Duration, Option<u64>)>,
 }
 
 impl LaneLimits {
@@ -39,16 +45,21 @@ impl LaneLimits {
             ProviderKind::Emnify => LaneLimits {
                 rate: Some((1995.0 / 300.0, 5)),
                 max_in_flight: None,
+                window: None,
             },
             ProviderKind::Twilio => LaneLimits {
                 rate: None,
                 max_in_flight: Some(100),
+                window: None,
             },
             // A little under 100/s with a burst of 2: any 1-second window holds at most 98 + 2, and
-            // a timer that wakes late can catch up instead of losing the slot.
+            // a timer that wakes late can catch up instead of losing the slot. Once the answers'
+            // x-ratelimit-* headers show where the provider's windows start, each is filled to
+            // the limit they state.
             ProviderKind::Telnyx => LaneLimits {
                 rate: Some((98.0, 2)),
                 max_in_flight: None,
+                window: Some((Duration::from_secs(1), None)),
             },
         }
     }
@@ -60,6 +71,9 @@ impl LaneLimits {
     pub fn with_rate(self, rate: f64) -> LaneLimits {
         LaneLimits {
             rate: Some((rate, burst_for(rate))),
+            window: self
+                .window
+                .map(|(len, _)| (len, Some((rate * len.as_secs_f64()).floor() as u64))),
             ..self
         }
     }
@@ -70,36 +84,54 @@ pub fn burst_for(rate: f64) -> u32 {
     ((rate / 100.0).floor() as u32).max(1)
 }
 
+/// A limiter of `rate` requests per second that lets `burst` go at once.
+fn gcra(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let quota = Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"));
+    governor::RateLimiter::direct(quota)
+}
+
+/// A request's leave to go: holds its in-flight place (if the lane has a cap) until dropped.
+pub struct Ticket<'a> {
+    _permit: Option<SemaphorePermit<'a>>,
+    /// When it left, and when the request before it did (see [`WindowFollower::observe`]).
+    sent: Instant,
+    before: Option<Instant>,
+}
+
 pub struct RateGate {
     limiter: Option<DefaultDirectRateLimiter>,
     /// One waiter at the limiter at a time, in arrival order: many tasks waking for the same
     /// slot made the winner late every time and cost ~5% of the rate (measured).
     turn: tokio::sync::Mutex<()>,
     in_flight: Option<Semaphore>,
+    follower: Option<Mutex<WindowFollower>>,
+    /// Paces the lane by the limit the provider states, until its windows are followed.
+    stated: std::sync::OnceLock<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
     slowdowns: AtomicU64,
 }
 
 impl RateGate {
     pub fn new(limits: LaneLimits) -> RateGate {
-        let limiter = limits.rate.map(|(rate, burst)| {
-            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let quota = Quota::with_period(period)
-                .expect("a positive period")
-                .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"));
-            governor::RateLimiter::direct(quota)
-        });
+        let limiter = limits.rate.map(|(rate, burst)| gcra(rate, burst));
         RateGate {
             limiter,
             turn: tokio::sync::Mutex::new(()),
             in_flight: limits.max_in_flight.map(Semaphore::new),
+            follower: limits
+                .window
+                .map(|(len, cap)| Mutex::new(WindowFollower::new(len, cap))),
+            stated: std::sync::OnceLock::new(),
             paused_until: Mutex::new(None),
             slowdowns: AtomicU64::new(0),
         }
     }
 
-    /// Waits until a request may leave; hold the returned permit until its answer arrives.
-    pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+    /// Waits until a request may leave; hold the returned ticket until its answer arrives.
+    pub async fn acquire(&self) -> Ticket<'_> {
         let started = Instant::now();
         loop {
             let pause = *self.paused_until.lock().expect("pause lock");
@@ -114,17 +146,85 @@ impl RateGate {
             Some(s) => Some(s.acquire().await.expect("the semaphore is never closed")),
             None => None,
         };
-        if let Some(limiter) = &self.limiter {
+        let before = if self.limiter.is_some() || self.follower.is_some() {
             let _turn = self.turn.lock().await;
-            limiter.until_ready().await;
-        }
+            if !self.follow_window().await {
+                if let Some(limiter) = self.stated.get().or(self.limiter.as_ref()) {
+                    limiter.until_ready().await;
+                }
+            }
+            self.follower
+                .as_ref()
+                .and_then(|f| f.lock().expect("follower lock").sending(Instant::now()))
+        } else {
+            None
+        };
         let _ = GATE_WAIT.try_with(|w| w.set(w.get() + started.elapsed()));
-        permit
+        Ticket {
+            _permit: permit,
+            sent: Instant::now(),
+            before,
+        }
+    }
+
+    /// Waits for the request's place in the provider's window; false when windows are not
+    /// followed (the rate limiter paces the request instead).
+    async fn follow_window(&self) -> bool {
+        let Some(follower) = &self.follower else {
+            return false;
+        };
+        loop {
+            let decision = follower
+                .lock()
+                .expect("follower lock")
+                .decide(Instant::now());
+            match decision {
+                Decision::Go => return true,
+                Decision::Unknown => return false,
+                Decision::WaitUntil(at) => tokio::time::sleep_until(at.into()).await,
+            }
+        }
+    }
+
+    /// Reads the window an answer reports (`x-ratelimit-limit`, `x-ratelimit-remaining`).
+    pub fn observe(&self, ticket: &Ticket<'_>, headers: &reqwest::header::HeaderMap) {
+        let Some(follower) = &self.follower else {
+            return;
+        };
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(limit), Some(remaining)) =
+            (number("x-ratelimit-limit"), number("x-ratelimit-remaining"))
+        {
+            let mut follower = follower.lock().expect("follower lock");
+            follower.observe(limit, remaining, ticket.sent, ticket.before, Instant::now());
+            if let Some((limit, len)) = follower.stated_limit() {
+                // The documented shape (a burst of 2 under the limit), at the stated limit.
+                self.stated.get_or_init(|| {
+                    let rate = (limit.saturating_sub(2).max(1)) as f64 / len.as_secs_f64();
+                    gcra(rate, 2)
+                });
+            }
+        }
+    }
+
+    /// Whether the provider's windows are being followed.
+    pub fn following_window(&self) -> bool {
+        self.follower
+            .as_ref()
+            .is_some_and(|f| f.lock().expect("follower lock").following())
     }
 
     /// After a 429: no request of this lane leaves before `after` has passed.
     pub fn slow_down(&self, after: Duration) {
         self.slowdowns.fetch_add(1, Ordering::Relaxed);
+        if let Some(follower) = &self.follower {
+            follower.lock().expect("follower lock").give_up();
+        }
         let until = Instant::now() + after;
         let mut pause = self.paused_until.lock().expect("pause lock");
         if pause.is_none_or(|p| p < until) {
@@ -146,6 +246,7 @@ mod tests {
         let gate = RateGate::new(LaneLimits {
             rate: Some((100.0, 1)),
             max_in_flight: None,
+            window: None,
         });
         let started = Instant::now();
         for _ in 0..11 {
@@ -160,6 +261,7 @@ mod tests {
         let gate = RateGate::new(LaneLimits {
             rate: None,
             max_in_flight: Some(2),
+            window: None,
         });
         let a = gate.acquire().await;
         let _b = gate.acquire().await;
@@ -181,6 +283,7 @@ mod tests {
         let gate = RateGate::new(LaneLimits {
             rate: None,
             max_in_flight: None,
+            window: None,
         });
         gate.slow_down(Duration::from_millis(80));
         let started = Instant::now();

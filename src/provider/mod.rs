@@ -10,6 +10,7 @@ pub mod limiter;
 pub mod state;
 pub mod telnyx;
 pub mod twilio;
+pub mod window;
 
 pub use error::{ErrorClass, ProviderError};
 pub use state::{EuiccState, Polled, Sent, SimState};

@@ -29,6 +29,7 @@ fn http(sb: &Sb, kind: &str, limits: LaneLimits) -> Http {
 const OPEN: LaneLimits = LaneLimits {
     rate: None,
     max_in_flight: None,
+    window: None,
 };
 
 async fn poll_until<F, Fut>(mut poll: F) -> Polled
