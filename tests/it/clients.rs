@@ -3,7 +3,7 @@
 //! slowing down after a 429.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use simbatch::provider::emnify::{Emnify, OperationRequest};
 use simbatch::provider::http::Http;
@@ -12,7 +12,10 @@ use simbatch::provider::telnyx::Telnyx;
 use simbatch::provider::twilio::Twilio;
 use simbatch::provider::{ErrorClass, Polled, Sent};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
+use simbatch::job::{Iccid, JobRow, Operation, Target};
+use simbatch::pipeline::lane::{Client, Lane, Listing};
+use simbatch::pipeline::preflight::Observed;
+use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::sandbox_support::Sb;
 
@@ -330,4 +333,136 @@ async fn a_429_slows_the_whole_lane() {
         started.elapsed() >= Duration::from_millis(100),
         "the next request waited for the window"
     );
+}
+
+fn suspend_row(provider: &str, kind: simbatch::job::ProviderKind, iccid: String) -> JobRow {
+    JobRow {
+        line: 2,
+        id: "2".into(),
+        provider: provider.into(),
+        kind,
+        target: Target::Sim {
+            iccid: Iccid::from_trusted(iccid),
+            eid: None,
+        },
+        operation: Operation::Suspend,
+        group: None,
+        not_before: None,
+        extra: Vec::new(),
+    }
+}
+
+/// Rows do not wait for the whole listing: a SIM on the first page is answered from it while
+/// later pages are still being read, and "not listed" is said only once every page is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
+    let sb = Sb::start(SandboxConfig {
+        sims: 4_000,
+        limits: LimitMode::Off,
+        faults: Faults {
+            latency: Latency {
+                base_ms: 60,
+                jitter_ms: 0,
+            },
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let lane = Lane {
+        name: "twilio".into(),
+        kind: simbatch::job::ProviderKind::Twilio,
+        client: Client::Twilio(Twilio::new(
+            http(&sb, "twilio", OPEN),
+            "AC00000000000000000000000000000001".into(),
+            "t".into(),
+        )),
+        concurrency: 8,
+        snapshot: std::sync::Mutex::new(None),
+        listing: tokio::sync::watch::Sender::new(Listing::Off),
+    };
+    let kind = simbatch::job::ProviderKind::Twilio;
+    let first = suspend_row("twilio", kind, inventory::iccid(TWILIO_PREFIX, 1));
+    let unknown = suspend_row("twilio", kind, inventory::iccid(TWILIO_PREFIX, 999_999));
+    let listed_at = |row: &JobRow| {
+        let lane = &lane;
+        let row = row.clone();
+        async move {
+            let observed = lane.take_listed(&row).await;
+            (observed, Instant::now())
+        }
+    };
+    // The listing is polled first, as in the engine: it announces itself before rows ask.
+    let ((pages, done), (first_seen, first_at), (unknown_seen, unknown_at)) = tokio::join!(
+        async {
+            let pages = lane.prefetch(3_000).await.unwrap();
+            (pages, Instant::now())
+        },
+        listed_at(&first),
+        listed_at(&unknown),
+    );
+    // 4,000 registered SIMs and as many unregistered: 8 pages of 1,000, one after the other.
+    assert!(pages >= 4, "{pages} pages");
+    match first_seen {
+        Some(Observed::Sim(s)) => assert_eq!(s.status, "active"),
+        other => panic!("SIM 1 should come from the listing: {other:?}"),
+    }
+    assert!(
+        first_at + Duration::from_millis(100) < done,
+        "SIM 1 was answered {:?} before the listing ended",
+        done.saturating_duration_since(first_at)
+    );
+    assert_eq!(unknown_seen, Some(Observed::Missing));
+    assert!(unknown_at >= done);
+    assert_eq!(lane.take_listed(&first).await, None, "each entry is used once");
+}
+
+/// Telnyx states its window in every answer: the lane learns where windows start, then fills
+/// each to the stated limit and never past it (no 429, the sandbox's window never over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telnyx_lane_follows_the_providers_windows_without_a_refusal() {
+    // scaled:0.5: 50 requests per 1-second window.
+    let sb = Sb::start(SandboxConfig {
+        sims: 10,
+        limits: LimitMode::Scaled(0.5),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let limits = LaneLimits::documented(simbatch::job::ProviderKind::Telnyx);
+    let client = Arc::new(Telnyx::new(http(&sb, "telnyx", limits), "key".into()));
+    let until = Instant::now() + Duration::from_millis(3_500);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0;
+            while Instant::now() < until {
+                c.find_sim(&inventory::iccid(TELNYX_PREFIX, 1))
+                    .await
+                    .expect("no request is refused");
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    assert!(
+        client.http().gate.following_window(),
+        "the windows were learned"
+    );
+    assert_eq!(client.http().gate.slowdowns(), 0);
+    let stats = sb.stats().await;
+    let window = stats["limiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"].as_str().unwrap().starts_with("telnyx"))
+        .unwrap()
+        .clone();
+    assert_eq!(window["refused"], 0, "{window}");
+    assert!(window["peak"].as_u64() <= window["limit"].as_u64(), "{window}");
+    assert!(answered > 50, "{answered} answers in 3.5 s");
 }
