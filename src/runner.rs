@@ -238,8 +238,7 @@ pub fn build_lane(config: &ProviderConfig, req: &RunRequest) -> anyhow::Result<L
             // and the cap stays full (measured: 111.6 ms per row with 100 workers and 100 ms
             // latency; 2x workers reach the cap's bound).
             .unwrap_or_else(|| default_concurrency(&limits)),
-        snapshot: std::sync::Mutex::new(None),
-        listing: tokio::sync::watch::Sender::new(crate::pipeline::lane::Listing::Off),
+        listing: Default::default(),
     })
 }
 

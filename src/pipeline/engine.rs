@@ -380,7 +380,10 @@ impl Engine {
                 }
             }
         };
-        tokio::join!(listing, self.dispatch(lane.clone(), writer, confirmers, skip));
+        tokio::join!(
+            listing,
+            self.dispatch(lane.clone(), writer, confirmers, skip)
+        );
     }
 
     /// Feeds a lane's ungrouped rows, from `skip` on, to its workers.

@@ -184,8 +184,9 @@ pub async fn execute(
         // behind (the process that sent it is gone); only a SIM still changing, or one the
         // listing did not show, is read live.
         match lane.take_listed(row).await {
-            Some(Observed::Sim(s)) if s.settled => Ok(Observed::Sim(s)),
-            _ => attempt.observe_settled(row).await,
+            Ok(Some(Observed::Sim(s))) if s.settled => Ok(Observed::Sim(s)),
+            Err(e) => Err(e),
+            Ok(_) => attempt.observe_settled(row).await,
         }
     } else {
         attempt.retrying(|| lane.observe_first(row)).await

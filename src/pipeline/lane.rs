@@ -6,13 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
 
 use crate::job::{JobRow, Operation, ProviderKind};
 use crate::provider::emnify::{Emnify, OperationRequest};
 use crate::provider::http::Http;
 use crate::provider::telnyx::Telnyx;
 use crate::provider::twilio::Twilio;
-use crate::provider::{Polled, ProviderError, Sent, SimState};
+use crate::provider::{ErrorClass, Polled, ProviderError, Sent, SimState};
 
 use super::preflight::{operation_code, Observed};
 use super::snapshot::{Lookup, Snapshot};
@@ -30,38 +31,65 @@ pub struct Lane {
     pub client: Client,
     /// Workers of this lane (requests in flight at once, at most).
     pub concurrency: usize,
-    /// The inventory as listed so far, if it is. Each entry is used once: a second row for
-    /// the same SIM reads live.
-    pub snapshot: Mutex<Option<Snapshot>>,
-    /// Where the listing stands: rows whose SIM is not listed yet wait on it.
-    pub listing: tokio::sync::watch::Sender<Listing>,
+    /// The inventory as listed so far, and the rows waiting for their SIM's page.
+    pub listing: Mutex<ListingState>,
 }
 
 /// Where a lane's inventory listing stands. Dispatch does not wait for the whole listing: a row
-/// whose SIM is already listed goes at once, one whose SIM is not waits for the next page, and
-/// only once the listing is complete does "not listed" mean the provider does not have it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// whose SIM is already listed goes at once, one whose SIM is not waits until the page with its
+/// SIM is in, and only once the listing is complete does "not listed" mean the provider does
+/// not have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Listing {
     /// No listing: rows are read live.
+    #[default]
     Off,
-    /// Pages are arriving (this many so far).
-    Running(u64),
+    /// Pages are arriving.
+    Running,
     /// Every page is in.
     Complete,
 }
 
+/// A lane's listing: its phase, the pages in so far (on disk, see [`Snapshot`]), and the rows
+/// waiting for a SIM not listed yet — each woken by the page that lists its SIM (or by the
+/// listing's end), not by every page: with 1,000 rows waiting on a 4,000-page listing, waking
+/// all of them per page was 4 million lookups.
+#[derive(Default)]
+pub struct ListingState {
+    pub phase: Listing,
+    snapshot: Option<Snapshot>,
+    waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// The listing was refused for its credentials.
+    refusal: Option<ProviderError>,
+}
+
+impl ListingState {
+    /// Ends the listing (complete or given up): every waiting row looks again.
+    fn end(&mut self, phase: Listing) {
+        self.phase = phase;
+        if phase == Listing::Off {
+            self.snapshot = None;
+        }
+        self.waiting.clear();
+    }
+}
+
 /// Turns a listing that did not complete (an error, a listing not worth finishing, a cancelled
 /// task) into live reads, so that no row waits for pages that will not come.
+/// A listing refused for its credentials hands the refusal to the rows that waited for it, so
+/// that they stop the run as their own 401 would, without sending anything.
 struct ListingGuard<'a> {
     lane: &'a Lane,
     complete: bool,
+    refusal: Option<ProviderError>,
 }
 
 impl Drop for ListingGuard<'_> {
     fn drop(&mut self) {
         if !self.complete {
-            *self.lane.snapshot.lock().expect("snapshot lock") = None;
-            self.lane.listing.send_replace(Listing::Off);
+            let mut listing = self.lane.listing();
+            listing.refusal = self.refusal.take();
+            listing.end(Listing::Off);
         }
     }
 }
@@ -112,10 +140,8 @@ impl Lane {
             )
     }
 
-    /// Announces a listing before the task that takes it starts, so that rows dispatched
-    /// meanwhile wait for it instead of reading live; [`Lane::prefetch`] then resolves it.
-    pub fn expect_listing(&self) {
-        self.listing.send_replace(Listing::Running(0));
+    fn listing(&self) -> std::sync::MutexGuard<'_, ListingState> {
+        self.listing.lock().expect("listing lock")
     }
 
     /// Lists the inventory page by page when that costs fewer requests than looking `rows`
@@ -126,33 +152,62 @@ impl Lane {
         let mut guard = ListingGuard {
             lane: self,
             complete: false,
+            refusal: None,
         };
-        if rows < SNAPSHOT_MIN_ROWS {
-            return Ok(0);
+        match self.list(rows).await {
+            Ok(Some(pages)) => {
+                guard.complete = true;
+                self.listing().end(Listing::Complete);
+                Ok(pages)
+            }
+            Ok(None) => Ok(0),
+            Err(e) => {
+                if e.class == ErrorClass::Auth {
+                    guard.refusal = Some(e.clone());
+                }
+                Err(e)
+            }
         }
-        self.listing.send_replace(Listing::Running(0));
+    }
+
+    /// The listing itself: the pages read, or `None` when it is not worth it.
+    async fn list(&self, rows: usize) -> Result<Option<u64>, ProviderError> {
+        if rows < SNAPSHOT_MIN_ROWS {
+            return Ok(None);
+        }
+        self.listing().phase = Listing::Running;
         let budget = rows as u64;
         let on_disk = |e: std::io::Error| {
             ProviderError::permanent(format!("could not keep the inventory listing: {e}"))
         };
-        // Adds a page and tells the waiting rows.
+        // Adds a page and wakes the rows waiting for its SIMs.
         let pages = std::sync::atomic::AtomicU64::new(0);
         let add = |sims: Vec<(String, SimState)>| -> Result<(), ProviderError> {
-            let mut snapshot = self.snapshot.lock().expect("snapshot lock");
+            let mut listing = self.listing();
+            let ListingState {
+                snapshot, waiting, ..
+            } = &mut *listing;
             let snapshot = snapshot
                 .as_mut()
                 .expect("the snapshot exists while listing");
-            sims.iter()
-                .try_for_each(|(iccid, state)| snapshot.insert(&snapshot_key(iccid), state))
+            let keys: Vec<String> = sims.iter().map(|(iccid, _)| snapshot_key(iccid)).collect();
+            keys.iter()
+                .zip(&sims)
+                .try_for_each(|(key, (_, state))| snapshot.insert(key, state))
                 .and_then(|()| snapshot.flush())
                 .map_err(on_disk)?;
-            let listed = pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            self.listing.send_replace(Listing::Running(listed));
+            if !waiting.is_empty() {
+                for key in &keys {
+                    for row in waiting.remove(key).into_iter().flatten() {
+                        let _ = row.send(());
+                    }
+                }
+            }
+            pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         };
         let start = |expected: u64| -> Result<(), ProviderError> {
-            *self.snapshot.lock().expect("snapshot lock") =
-                Some(Snapshot::new(expected).map_err(on_disk)?);
+            self.listing().snapshot = Some(Snapshot::new(expected).map_err(on_disk)?);
             Ok(())
         };
         match &self.client {
@@ -160,7 +215,7 @@ impl Lane {
             Client::Emnify(_) | Client::Telnyx(_) => {
                 let (first, count) = self.sim_page(1).await?;
                 if count >= budget {
-                    return Ok(0);
+                    return Ok(None);
                 }
                 start(count * first.len() as u64)?;
                 add(first)?;
@@ -180,7 +235,7 @@ impl Lane {
                 let mut path = Twilio::first_page(None);
                 loop {
                     if pages.load(std::sync::atomic::Ordering::Relaxed) >= budget / 2 {
-                        return Ok(0);
+                        return Ok(None);
                     }
                     let (sims, next) = c.sim_page(&path).await?;
                     add(sims)?;
@@ -191,9 +246,7 @@ impl Lane {
                 }
             }
         }
-        guard.complete = true;
-        self.listing.send_replace(Listing::Complete);
-        Ok(pages.into_inner())
+        Ok(Some(pages.into_inner()))
     }
 
     /// One page of the whole SIM inventory from `cursor` (the first: [`Cursor::First`]) and
@@ -241,42 +294,47 @@ impl Lane {
 
     /// The listed state of a row's SIM, once; `None` when it must be read live. While the
     /// listing is still running, a SIM not listed yet waits for the next page.
-    pub async fn take_listed(&self, row: &JobRow) -> Option<Observed> {
-        if !self.snapshot_eligible(row) {
-            return None;
-        }
-        let key = snapshot_key(row.target.iccid()?.as_str());
-        let mut listing = self.listing.subscribe();
+    pub async fn take_listed(&self, row: &JobRow) -> Result<Option<Observed>, ProviderError> {
+        let (true, Some(iccid)) = (self.snapshot_eligible(row), row.target.iccid()) else {
+            return Ok(None);
+        };
+        let key = snapshot_key(iccid.as_str());
         loop {
-            let complete = match *listing.borrow_and_update() {
-                Listing::Off => return None,
-                Listing::Running(_) => false,
-                Listing::Complete => true,
-            };
-            let lookup = match self.snapshot.lock().expect("snapshot lock").as_mut() {
-                Some(snapshot) => snapshot.take(&key, complete),
-                None if complete => return None,
-                None => Ok(Lookup::NotYet),
-            };
-            match lookup {
-                Ok(Lookup::Listed(state)) => return Some(Observed::Sim(state)),
-                Ok(Lookup::NotListed) => return Some(Observed::Missing),
-                Ok(Lookup::AlreadyTaken) => return None,
-                Ok(Lookup::NotYet) => {}
-                Err(e) => {
-                    tracing::warn!(lane = %self.name, error = %e, "could not read the inventory listing; reading live");
-                    return None;
+            let woken = {
+                let mut listing = self.listing();
+                let complete = match listing.phase {
+                    Listing::Off => return listing.refusal.clone().map_or(Ok(None), Err),
+                    Listing::Running => false,
+                    Listing::Complete => true,
+                };
+                let lookup = match listing.snapshot.as_mut() {
+                    Some(snapshot) => snapshot.take(&key, complete),
+                    None if complete => return Ok(None),
+                    None => Ok(Lookup::NotYet),
+                };
+                match lookup {
+                    Ok(Lookup::Listed(state)) => return Ok(Some(Observed::Sim(state))),
+                    Ok(Lookup::NotListed) => return Ok(Some(Observed::Missing)),
+                    Ok(Lookup::AlreadyTaken) => return Ok(None),
+                    Ok(Lookup::NotYet) => {
+                        let (tx, rx) = oneshot::channel();
+                        listing.waiting.entry(key.clone()).or_default().push(tx);
+                        rx
+                    }
+                    Err(e) => {
+                        tracing::warn!(lane = %self.name, error = %e, "could not read the inventory listing; reading live");
+                        return Ok(None);
+                    }
                 }
-            }
-            if listing.changed().await.is_err() {
-                return None;
-            }
+            };
+            // Told when its page is in; dropped unsent when the listing ends. Either way: look again.
+            let _ = woken.await;
         }
     }
 
     /// What the provider shows for the row's target: from the snapshot when allowed, else live.
     pub async fn observe_first(&self, row: &JobRow) -> Result<Observed, ProviderError> {
-        match self.take_listed(row).await {
+        match self.take_listed(row).await? {
             Some(observed) => Ok(observed),
             None => self.observe(row).await,
         }
@@ -384,7 +442,12 @@ impl Lane {
                     .collect();
                 let settled_on: HashMap<String, HashSet<String>> =
                     futures_util::future::try_join_all(statuses.into_iter().map(|after| async {
-                        let sids = c.list(after).await?.into_iter().map(|(_, s)| s.id).collect();
+                        let sids = c
+                            .list(after)
+                            .await?
+                            .into_iter()
+                            .map(|(_, s)| s.id)
+                            .collect();
                         Ok::<_, ProviderError>((after.clone(), sids))
                     }))
                     .await?

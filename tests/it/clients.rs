@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use simbatch::job::{Iccid, JobRow, Operation, Target};
+use simbatch::pipeline::lane::{Client, Lane};
+use simbatch::pipeline::preflight::Observed;
 use simbatch::provider::emnify::{Emnify, OperationRequest};
 use simbatch::provider::http::Http;
 use simbatch::provider::limiter::{LaneLimits, RateGate};
@@ -12,9 +15,6 @@ use simbatch::provider::telnyx::Telnyx;
 use simbatch::provider::twilio::Twilio;
 use simbatch::provider::{ErrorClass, Polled, Sent};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
-use simbatch::job::{Iccid, JobRow, Operation, Target};
-use simbatch::pipeline::lane::{Client, Lane, Listing};
-use simbatch::pipeline::preflight::Observed;
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::sandbox_support::Sb;
@@ -378,8 +378,7 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
             "t".into(),
         )),
         concurrency: 8,
-        snapshot: std::sync::Mutex::new(None),
-        listing: tokio::sync::watch::Sender::new(Listing::Off),
+        listing: Default::default(),
     };
     let kind = simbatch::job::ProviderKind::Twilio;
     let first = suspend_row("twilio", kind, inventory::iccid(TWILIO_PREFIX, 1));
@@ -388,7 +387,7 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
         let lane = &lane;
         let row = row.clone();
         async move {
-            let observed = lane.take_listed(&row).await;
+            let observed = lane.take_listed(&row).await.unwrap();
             (observed, Instant::now())
         }
     };
@@ -414,7 +413,11 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
     );
     assert_eq!(unknown_seen, Some(Observed::Missing));
     assert!(unknown_at >= done);
-    assert_eq!(lane.take_listed(&first).await, None, "each entry is used once");
+    assert_eq!(
+        lane.take_listed(&first).await.unwrap(),
+        None,
+        "each entry is used once"
+    );
 }
 
 /// Telnyx states its window in every answer: the lane learns where windows start, then fills
@@ -463,6 +466,9 @@ async fn the_telnyx_lane_follows_the_providers_windows_without_a_refusal() {
         .unwrap()
         .clone();
     assert_eq!(window["refused"], 0, "{window}");
-    assert!(window["peak"].as_u64() <= window["limit"].as_u64(), "{window}");
+    assert!(
+        window["peak"].as_u64() <= window["limit"].as_u64(),
+        "{window}"
+    );
     assert!(answered > 50, "{answered} answers in 3.5 s");
 }
