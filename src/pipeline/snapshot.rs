@@ -46,6 +46,14 @@ pub struct Snapshot {
     entries: u64,
 }
 
+/// A 16-byte index slot: (hash of the key, offset of the record).
+fn decode_slot(b: &[u8]) -> (u64, u64) {
+    (
+        u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+    )
+}
+
 fn key_hash(key: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     key.hash(&mut h);
@@ -143,12 +151,13 @@ impl Snapshot {
     }
 
     fn slot(&self, i: u64) -> io::Result<(u64, u64)> {
+        Self::read_slot(&self.index, i)
+    }
+
+    fn read_slot(index: &File, i: u64) -> io::Result<(u64, u64)> {
         let mut b = [0u8; SLOT_BYTES as usize];
-        self.index.read_exact_at(&mut b, i * SLOT_BYTES)?;
-        Ok((
-            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-            u64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
-        ))
+        index.read_exact_at(&mut b, i * SLOT_BYTES)?;
+        Ok(decode_slot(&b))
     }
 
     fn set_slot(index: &File, i: u64, hash: u64, offset: u64) -> io::Result<()> {
@@ -166,7 +175,6 @@ impl Snapshot {
             self.grow()?;
         }
         let hash = key_hash(key);
-        let record = encode(key, state);
         let mut i = hash & (self.slots - 1);
         loop {
             let (h, offset) = self.slot(i)?;
@@ -178,6 +186,7 @@ impl Snapshot {
             }
             i = (i + 1) & (self.slots - 1);
         }
+        let record = encode(key, state);
         Self::set_slot(&self.index, i, hash, self.data_len)?;
         self.data.write_all(&record)?;
         self.data_len += record.len() as u64;
@@ -199,18 +208,12 @@ impl Snapshot {
             let block = &mut block[..(count * SLOT_BYTES) as usize];
             self.index.read_exact_at(block, first * SLOT_BYTES)?;
             for slot in block.chunks_exact(SLOT_BYTES as usize) {
-                let hash = u64::from_le_bytes(slot[..8].try_into().expect("8 bytes"));
+                let (hash, offset) = decode_slot(slot);
                 if hash == EMPTY {
                     continue;
                 }
-                let offset = u64::from_le_bytes(slot[8..].try_into().expect("8 bytes"));
                 let mut i = hash & (slots - 1);
-                loop {
-                    let mut b = [0u8; 8];
-                    index.read_exact_at(&mut b, i * SLOT_BYTES)?;
-                    if u64::from_le_bytes(b) == EMPTY {
-                        break;
-                    }
+                while Self::read_slot(&index, i)?.0 != EMPTY {
                     i = (i + 1) & (slots - 1);
                 }
                 Self::set_slot(&index, i, hash, offset)?;
