@@ -102,9 +102,7 @@ impl WindowFollower {
             if now < close {
                 return Decision::Unknown;
             }
-            let (_, next_open, _) = self
-                .window_at(open + self.len)
-                .expect("the start is known");
+            let (_, next_open, _) = self.window_at(open + self.len).expect("the start is known");
             return Decision::WaitUntil(next_open);
         }
         if index != self.window {
@@ -115,9 +113,7 @@ impl WindowFollower {
             return Decision::WaitUntil(open);
         }
         if self.sent >= per_window || now >= close {
-            let (_, next_open, _) = self
-                .window_at(open + self.len)
-                .expect("the start is known");
+            let (_, next_open, _) = self.window_at(open + self.len).expect("the start is known");
             return Decision::WaitUntil(next_open);
         }
         // The k-th request of a window has its own slot, so a late wake-up is caught up on
@@ -294,13 +290,25 @@ mod tests {
         let mut f = learned(t0);
         assert_eq!(f.decide(t0 + 1_510 * MS), Decision::Go);
         // The server counted 5 in this window; this client sent 1.
-        f.observe(10, 5, t0 + 1_510 * MS, Some(t0 + 1_505 * MS), t0 + 1_511 * MS);
+        f.observe(
+            10,
+            5,
+            t0 + 1_510 * MS,
+            Some(t0 + 1_505 * MS),
+            t0 + 1_511 * MS,
+        );
         assert_eq!(f.decide(t0 + 1_600 * MS), Decision::Unknown);
         assert!(!f.following());
         let mut g = learned(t0);
         g.give_up();
         assert_eq!(g.decide(t0 + 600 * MS), Decision::Unknown);
-        g.observe(10, 9, t0 + 1_502 * MS, Some(t0 + 1_500 * MS), t0 + 1_504 * MS);
+        g.observe(
+            10,
+            9,
+            t0 + 1_502 * MS,
+            Some(t0 + 1_500 * MS),
+            t0 + 1_504 * MS,
+        );
         assert!(!g.following());
     }
 
@@ -308,9 +316,21 @@ mod tests {
     fn later_openings_narrow_the_start_and_a_contradiction_replaces_it() {
         let t0 = Instant::now();
         let mut f = learned(t0); // [500, 504]
-        f.observe(10, 9, t0 + 1_503 * MS, Some(t0 + 1_502 * MS), t0 + 1_506 * MS);
+        f.observe(
+            10,
+            9,
+            t0 + 1_503 * MS,
+            Some(t0 + 1_502 * MS),
+            t0 + 1_506 * MS,
+        );
         assert_eq!(f.start, Some((t0 + 502 * MS, t0 + 504 * MS)));
-        f.observe(10, 9, t0 + 2_701 * MS, Some(t0 + 2_700 * MS), t0 + 2_702 * MS);
+        f.observe(
+            10,
+            9,
+            t0 + 2_701 * MS,
+            Some(t0 + 2_700 * MS),
+            t0 + 2_702 * MS,
+        );
         assert_eq!(f.start, Some((t0 + 2_700 * MS, t0 + 2_702 * MS)));
         // Following starts with the window after the one the new reckoning was made in.
         assert_eq!(f.decide(t0 + 2_800 * MS), Decision::Unknown);
