@@ -3,7 +3,8 @@
 //! figures and the machine):
 //!
 //! 1. `ceiling`  — rows/s and requests/s with limits and faults off, next to what `wrk` gets
-//!    from the same sandbox (GET one emnify SIM, 2 threads, 64 connections);
+//!    from the same sandbox (2 threads, 64 connections) on the provider's change endpoint the
+//!    rows use (each request a real change) and on `GET` one emnify SIM;
 //! 2. `fidelity` — wall time against the provider's bound under `--limits scaled:K`, and 429s;
 //! 3. `latency`  — with 100 ms ± 20 ms latency and a limit of 500 requests/s, the rate reached;
 //! 4. `requests` — requests per row per provider (lookups, pre-flight, confirmation included),
@@ -133,8 +134,57 @@ fn stats_now(sb: &RunningSandbox) -> Value {
     tokio::runtime::Handle::current().block_on(stats(sb))
 }
 
-/// `wrk` against one emnify SIM (the sandbox's cheapest authenticated read).
-async fn wrk(sb: &RunningSandbox) -> Option<f64> {
+/// The request each row of a `provider` job sends, as a `wrk` Lua script: SIMs 1..=ROWS split
+/// between wrk's two threads, each SIM changed on every pass (suspended, then activated; the
+/// ones that start suspended the other way round), so that every request is a real change.
+fn change_script(provider: &str) -> String {
+    let (method, path, bodies, content_type) = match provider {
+        "emnify" => (
+            "PATCH",
+            "string.format('/emnify/api/v1/sim/%d', id)",
+            [
+                r#"'{"status":{"id":2,"description":"Suspended"}}'"#,
+                r#"'{"status":{"id":1,"description":"Activated"}}'"#,
+            ],
+            "application/json",
+        ),
+        "twilio" => (
+            "POST",
+            "string.format('/twilio/v1/Sims/HS%032x', id)",
+            ["'Status=inactive'", "'Status=active'"],
+            "application/x-www-form-urlencoded",
+        ),
+        _ => (
+            "POST",
+            "string.format('/telnyx/v2/sim_cards/5e1c0000-0000-4000-8000-%012x/actions/' .. (suspend and 'disable' or 'enable'), id)",
+            ["nil", "nil"],
+            "application/json",
+        ),
+    };
+    format!(
+        r#"local counter, tid, threads = 0, 0, 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) wrk.method = "{method}"; wrk.headers["Content-Type"] = "{content_type}" end
+function request()
+  local k = counter
+  counter = counter + 1
+  local half = {half}
+  local id = (k % half) * 2 + tid + 1
+  local suspend = (math.floor(k / half) % 2 == 0) ~= (id % 10 == 0)
+  local body = suspend and {suspend_body} or {activate_body}
+  return wrk.format(nil, {path}, nil, body)
+end
+"#,
+        half = ROWS / 2,
+        suspend_body = bodies[0],
+        activate_body = bodies[1],
+    )
+}
+
+/// What `wrk` (2 threads, 64 connections, 5 s) gets from the sandbox: `GET` one emnify SIM
+/// (its cheapest authenticated read), and `provider`'s change request — the endpoint the
+/// engine's rows use.
+async fn wrk(sb: &RunningSandbox, provider: &str) -> Option<(f64, f64)> {
     let client = reqwest::Client::new();
     let token: Value = client
         .post(format!("{}/emnify/api/v1/authenticate", sb.base_url()))
@@ -146,24 +196,56 @@ async fn wrk(sb: &RunningSandbox) -> Option<f64> {
         .await
         .ok()?;
     let token = token["auth_token"].as_str()?.to_string();
-    let url = format!("{}/emnify/api/v1/sim/1", sb.base_url());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("wrk")
-            .args(["-t2", "-c64", "-d5s", "-H"])
-            .arg(format!("Authorization: Bearer {token}"))
-            .arg(url)
+    let auth = match provider {
+        "emnify" => format!("Authorization: Bearer {token}"),
+        "twilio" => {
+            use base64::Engine;
+            let pair = "AC00000000000000000000000000000001:bench";
+            format!(
+                "Authorization: Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        }
+        _ => "Authorization: Bearer bench".to_string(),
+    };
+    let script = tempfile::NamedTempFile::new().ok()?;
+    std::fs::write(script.path(), change_script(provider)).ok()?;
+    let base = sb.base_url();
+    let run = move |args: Vec<String>| {
+        let output = Command::new("wrk")
+            .args(["-t2", "-c64", "-d5s"])
+            .args(args)
             .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|l| l.starts_with("Requests/sec:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<f64>()
+            .ok()
+    };
+    let (get_auth, script_path) = (
+        format!("Authorization: Bearer {token}"),
+        script.path().to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let read = run(vec![
+            "-H".into(),
+            get_auth,
+            format!("{base}/emnify/api/v1/sim/1"),
+        ])?;
+        let change = run(vec![
+            "-s".into(),
+            script_path.to_string_lossy().into_owned(),
+            "-H".into(),
+            auth,
+            base.to_string(),
+        ])?;
+        Some((read, change))
     })
     .await
     .ok()?
-    .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn requests(summary: &Value) -> f64 {
@@ -191,14 +273,20 @@ async fn ceiling(table: &mut Vec<String>) {
         });
         let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
         let rps = requests(&r.summary) / elapsed;
-        let wrk = wrk(&sb).await;
+        let wrk = wrk(&sb, provider).await;
         table.push(format!(
             "| ceiling | {provider} | {:.0} rows/s, {rps:.0} req/s (exit {:?}, {:.2} s) | wrk {} | {} |",
             ROWS as f64 / elapsed,
             r.exit,
             elapsed,
-            wrk.map_or("not installed".into(), |w| format!("{w:.0} req/s")),
-            wrk.map_or("—".into(), |w| format!("{:.0}% of wrk", 100.0 * rps / w)),
+            wrk.map_or("not installed".into(), |(read, change)| format!(
+                "{change:.0} req/s on the change endpoint, {read:.0} on GET one SIM"
+            )),
+            wrk.map_or("—".into(), |(read, change)| format!(
+                "{:.0}% of wrk's changes, {:.0}% of its reads",
+                100.0 * rps / change,
+                100.0 * rps / read
+            )),
         ));
         sb.shutdown().await;
     }
