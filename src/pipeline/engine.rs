@@ -335,15 +335,16 @@ impl Engine {
             );
             tokio::task::spawn_blocking(move || {
                 let mut wanted = 0usize;
-                // Rows a previous run finished need no lookup: a resumed run lists the
-                // inventory only if what is left is worth it.
+                // Rows a previous run finished need no lookup, nor do changes it left pending
+                // (they are confirmed by their reference): a resumed run lists the inventory
+                // only if what is left is worth it. (Counting the pending ones made resuming
+                // the last 228 of 1,000,000 rows list all 4,000 pages: 160 s.)
                 let finished = |index: u64| {
                     store
                         .get(index)
                         .ok()
                         .flatten()
-                        .and_then(|r| r.final_outcome())
-                        .is_some()
+                        .is_some_and(|r| r.final_outcome().is_some() || r.awaits_confirmation())
                 };
                 read_rows(&job, format, parse, &stop, skip, |index, row| {
                     if row.provider == lane.name

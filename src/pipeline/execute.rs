@@ -166,14 +166,10 @@ pub async fn execute(
     }
 
     // A pending row from an earlier run: confirm it, do not send again.
-    if let Some(p) = prior
-        .as_ref()
-        .filter(|p| p.phase == Phase::Done && p.outcome == Some(Outcome::Pending))
-    {
-        if let Some(reference) = p.provider_ref.clone() {
-            let after = p.after.clone().unwrap_or_default();
-            return handoff(attempt, reference, after);
-        }
+    if let Some(p) = prior.as_ref().filter(|p| p.awaits_confirmation()) {
+        let reference = p.provider_ref.clone().unwrap_or_default();
+        let after = p.after.clone().unwrap_or_default();
+        return handoff(attempt, reference, after);
     }
     let interrupted = prior
         .as_ref()

@@ -76,6 +76,7 @@ impl ListingState {
 
 /// Turns a listing that did not complete (an error, a listing not worth finishing, a cancelled
 /// task) into live reads, so that no row waits for pages that will not come.
+///
 /// A listing refused for its credentials hands the refusal to the rows that waited for it, so
 /// that they stop the run as their own 401 would, without sending anything.
 struct ListingGuard<'a> {

@@ -111,6 +111,14 @@ impl RowRecord {
     }
 
     /// The row's final outcome, if it has one (a resumed run leaves such rows alone).
+    /// A change an earlier invocation left `pending` with the provider's reference: the next
+    /// run confirms it by that reference and sends nothing (nor looks its target up).
+    pub fn awaits_confirmation(&self) -> bool {
+        self.phase == Phase::Done
+            && self.outcome == Some(Outcome::Pending)
+            && self.provider_ref.is_some()
+    }
+
     pub fn final_outcome(&self) -> Option<Outcome> {
         self.outcome
             .filter(|o| self.phase == Phase::Done && o.is_final())
