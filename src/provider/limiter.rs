@@ -201,7 +201,12 @@ impl RateGate {
             (number("x-ratelimit-limit"), number("x-ratelimit-remaining"))
         {
             let mut follower = follower.lock().expect("follower lock");
-            follower.observe(limit, remaining, ticket.sent, ticket.before, Instant::now());
+            follower.observe(
+                (limit, remaining, number("x-ratelimit-reset")),
+                ticket.sent,
+                ticket.before,
+                Instant::now(),
+            );
             if let Some((limit, len)) = follower.stated_limit() {
                 // The documented shape (a burst of 2 under the limit), at the stated limit.
                 self.stated.get_or_init(|| {

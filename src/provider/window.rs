@@ -133,18 +133,24 @@ impl WindowFollower {
         self.last_send.replace(now)
     }
 
-    /// Reads an answer's `x-ratelimit-*` values: `sent` is when its request left, `before` when
+    /// Reads an answer's `x-ratelimit-*` values (limit, remaining, reset in seconds if given):
+    /// `sent` is when its request left, `before` when
     /// the request before it left (see [`WindowFollower::sending`]), `answered` when the answer
     /// came back.
     pub fn observe(
         &mut self,
-        limit: u64,
-        remaining: u64,
+        (limit, remaining, reset): (u64, u64, Option<u64>),
         sent: Instant,
         before: Option<Instant>,
         answered: Instant,
     ) {
         if self.given_up || limit == 0 {
+            return;
+        }
+        // A window that resets later than one window from now is longer than the one assumed:
+        // its limit is not a per-window rate this follower may send at.
+        if reset.is_some_and(|r| r > self.len.as_secs_f64().ceil() as u64) {
+            self.give_up();
             return;
         }
         self.limit = Some(limit);
@@ -216,7 +222,12 @@ mod tests {
     /// A follower that saw the window open between t0 + 500 ms and t0 + 504 ms (limit 10).
     fn learned(t0: Instant) -> WindowFollower {
         let mut f = WindowFollower::new(Duration::from_secs(1), None);
-        f.observe(10, 9, t0 + 502 * MS, Some(t0 + 500 * MS), t0 + 504 * MS);
+        f.observe(
+            (10, 9, None),
+            t0 + 502 * MS,
+            Some(t0 + 500 * MS),
+            t0 + 504 * MS,
+        );
         f
     }
 
@@ -226,11 +237,16 @@ mod tests {
         let mut f = WindowFollower::new(Duration::from_secs(1), None);
         assert_eq!(f.decide(t0), Decision::Unknown);
         // A first answer without a request before it, and one that is not first in its window.
-        f.observe(10, 9, t0, None, t0 + MS);
-        f.observe(10, 5, t0 + 10 * MS, Some(t0 + 9 * MS), t0 + 11 * MS);
+        f.observe((10, 9, None), t0, None, t0 + MS);
+        f.observe((10, 5, None), t0 + 10 * MS, Some(t0 + 9 * MS), t0 + 11 * MS);
         assert_eq!(f.decide(t0 + 20 * MS), Decision::Unknown);
         // First in a window, but the interval is too wide to act on.
-        f.observe(10, 9, t0 + 100 * MS, Some(t0 + 40 * MS), t0 + 101 * MS);
+        f.observe(
+            (10, 9, None),
+            t0 + 100 * MS,
+            Some(t0 + 40 * MS),
+            t0 + 101 * MS,
+        );
         assert_eq!(f.decide(t0 + 120 * MS), Decision::Unknown);
         assert!(!f.following());
     }
@@ -267,10 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn a_window_longer_than_one_second_is_not_followed() {
+        let t0 = Instant::now();
+        let mut f = WindowFollower::new(Duration::from_secs(1), None);
+        // 6,000 per minute, say: resets in 42 s.
+        f.observe((6_000, 5_999, Some(42)), t0 + 2 * MS, Some(t0), t0 + 4 * MS);
+        assert_eq!(f.stated_limit(), None);
+        assert!(!f.following());
+        // Within a one-second window the reset is at most 1.
+        let mut g = WindowFollower::new(Duration::from_secs(1), None);
+        g.observe((100, 99, Some(1)), t0 + 2 * MS, Some(t0), t0 + 4 * MS);
+        assert_eq!(g.stated_limit(), Some((100, Duration::from_secs(1))));
+    }
+
+    #[test]
     fn a_cap_below_the_limit_is_kept() {
         let t0 = Instant::now();
         let mut f = WindowFollower::new(Duration::from_secs(1), Some(4));
-        f.observe(10, 9, t0 + 502 * MS, Some(t0 + 500 * MS), t0 + 504 * MS);
+        f.observe(
+            (10, 9, None),
+            t0 + 502 * MS,
+            Some(t0 + 500 * MS),
+            t0 + 504 * MS,
+        );
         assert_eq!(f.decide(t0 + 505 * MS), Decision::Unknown);
         let mut now = t0 + 1_505 * MS;
         let mut sent = 0;
@@ -291,8 +326,7 @@ mod tests {
         assert_eq!(f.decide(t0 + 1_510 * MS), Decision::Go);
         // The server counted 5 in this window; this client sent 1.
         f.observe(
-            10,
-            5,
+            (10, 5, None),
             t0 + 1_510 * MS,
             Some(t0 + 1_505 * MS),
             t0 + 1_511 * MS,
@@ -303,8 +337,7 @@ mod tests {
         g.give_up();
         assert_eq!(g.decide(t0 + 600 * MS), Decision::Unknown);
         g.observe(
-            10,
-            9,
+            (10, 9, None),
             t0 + 1_502 * MS,
             Some(t0 + 1_500 * MS),
             t0 + 1_504 * MS,
@@ -317,16 +350,14 @@ mod tests {
         let t0 = Instant::now();
         let mut f = learned(t0); // [500, 504]
         f.observe(
-            10,
-            9,
+            (10, 9, None),
             t0 + 1_503 * MS,
             Some(t0 + 1_502 * MS),
             t0 + 1_506 * MS,
         );
         assert_eq!(f.start, Some((t0 + 502 * MS, t0 + 504 * MS)));
         f.observe(
-            10,
-            9,
+            (10, 9, None),
             t0 + 2_701 * MS,
             Some(t0 + 2_700 * MS),
             t0 + 2_702 * MS,
