@@ -182,7 +182,6 @@ impl Lane {
             ProviderError::permanent(format!("could not keep the inventory listing: {e}"))
         };
         // Adds a page and wakes the rows waiting for its SIMs.
-        let pages = std::sync::atomic::AtomicU64::new(0);
         let add = |sims: Vec<(String, SimState)>| -> Result<(), ProviderError> {
             let mut listing = self.listing();
             let ListingState {
@@ -204,7 +203,6 @@ impl Lane {
                     }
                 }
             }
-            pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         };
         let start = |expected: u64| -> Result<(), ProviderError> {
@@ -229,25 +227,27 @@ impl Lane {
                 while let Some(page) = rest.next().await {
                     add(page?.0)?;
                 }
+                Ok(Some(count))
             }
             // Linked pages: list while that stays under half a request per row.
             Client::Twilio(c) => {
                 start(budget)?;
                 let mut path = Twilio::first_page(None);
+                let mut pages = 0;
                 loop {
-                    if pages.load(std::sync::atomic::Ordering::Relaxed) >= budget / 2 {
+                    if pages >= budget / 2 {
                         return Ok(None);
                     }
                     let (sims, next) = c.sim_page(&path).await?;
                     add(sims)?;
+                    pages += 1;
                     match next {
                         Some(next) => path = next,
-                        None => break,
+                        None => return Ok(Some(pages)),
                     }
                 }
             }
         }
-        Ok(Some(pages.into_inner()))
     }
 
     /// One page of the whole SIM inventory from `cursor` (the first: [`Cursor::First`]) and
