@@ -61,9 +61,17 @@ impl fmt::Display for ProviderError {
 
 impl std::error::Error for ProviderError {}
 
+/// A header's value as a number, if it is one.
+pub fn header_number<T: std::str::FromStr>(
+    headers: &reqwest::header::HeaderMap,
+    name: &str,
+) -> Option<T> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Parses `Retry-After` in seconds (HTTP dates are rare from these providers and are ignored).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let seconds = |name: &str| header_number::<f64>(headers, name);
     seconds("retry-after-ms")
         .map(|ms| ms / 1000.0)
         .or_else(|| seconds("retry-after"))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::error::header_number;
 use super::window::{Decision, WindowFollower};
 use crate::job::ProviderKind;
 
@@ -146,23 +147,27 @@ impl RateGate {
             Some(s) => Some(s.acquire().await.expect("the semaphore is never closed")),
             None => None,
         };
-        let before = if self.limiter.is_some() || self.follower.is_some() {
+        let (sent, before) = if self.limiter.is_some() || self.follower.is_some() {
             let _turn = self.turn.lock().await;
             if !self.follow_window().await {
                 if let Some(limiter) = self.stated.get().or(self.limiter.as_ref()) {
                     limiter.until_ready().await;
                 }
             }
-            self.follower
+            // One instant for the ticket and the follower's record of the send.
+            let sent = Instant::now();
+            let before = self
+                .follower
                 .as_ref()
-                .and_then(|f| f.lock().expect("follower lock").sending(Instant::now()))
+                .and_then(|f| f.lock().expect("follower lock").sending(sent));
+            (sent, before)
         } else {
-            None
+            (Instant::now(), None)
         };
         let _ = GATE_WAIT.try_with(|w| w.set(w.get() + started.elapsed()));
         Ticket {
             _permit: permit,
-            sent: Instant::now(),
+            sent,
             before,
         }
     }
@@ -191,12 +196,7 @@ impl RateGate {
         let Some(follower) = &self.follower else {
             return;
         };
-        let number = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let number = |name: &str| header_number::<u64>(headers, name);
         if let (Some(limit), Some(remaining)) =
             (number("x-ratelimit-limit"), number("x-ratelimit-remaining"))
         {
