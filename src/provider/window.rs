@@ -221,7 +221,11 @@ mod tests {
 
     /// A follower that saw the window open between t0 + 500 ms and t0 + 504 ms (limit 10).
     fn learned(t0: Instant) -> WindowFollower {
-        let mut f = WindowFollower::new(Duration::from_secs(1), None);
+        learned_with_cap(t0, None)
+    }
+
+    fn learned_with_cap(t0: Instant, cap: Option<u64>) -> WindowFollower {
+        let mut f = WindowFollower::new(Duration::from_secs(1), cap);
         f.observe(
             (10, 9, None),
             t0 + 502 * MS,
@@ -299,13 +303,7 @@ mod tests {
     #[test]
     fn a_cap_below_the_limit_is_kept() {
         let t0 = Instant::now();
-        let mut f = WindowFollower::new(Duration::from_secs(1), Some(4));
-        f.observe(
-            (10, 9, None),
-            t0 + 502 * MS,
-            Some(t0 + 500 * MS),
-            t0 + 504 * MS,
-        );
+        let mut f = learned_with_cap(t0, Some(4));
         assert_eq!(f.decide(t0 + 505 * MS), Decision::Unknown);
         let mut now = t0 + 1_505 * MS;
         let mut sent = 0;

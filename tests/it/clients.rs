@@ -17,7 +17,7 @@ use simbatch::provider::{ErrorClass, Polled, Sent};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
-use crate::sandbox_support::Sb;
+use crate::sandbox_support::{limiter, Sb};
 
 fn http(sb: &Sb, kind: &str, limits: LaneLimits) -> Http {
     let base = url::Url::parse(&sb.url(&format!("/{kind}"))).unwrap();
@@ -458,13 +458,7 @@ async fn the_telnyx_lane_follows_the_providers_windows_without_a_refusal() {
     );
     assert_eq!(client.http().gate.slowdowns(), 0);
     let stats = sb.stats().await;
-    let window = stats["limiters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"].as_str().unwrap().starts_with("telnyx"))
-        .unwrap()
-        .clone();
+    let window = limiter(&stats, "telnyx");
     assert_eq!(window["refused"], 0, "{window}");
     assert!(
         window["peak"].as_u64() <= window["limit"].as_u64(),

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
-use crate::sandbox_support::{Sb, TWILIO_USER};
+use crate::sandbox_support::{limiter, Sb, TWILIO_USER};
 
 fn config(limits: LimitMode) -> SandboxConfig {
     SandboxConfig {
@@ -18,15 +18,6 @@ fn config(limits: LimitMode) -> SandboxConfig {
         async_delay: Duration::from_millis(50),
         ..SandboxConfig::default()
     }
-}
-
-fn limiter<'a>(stats: &'a Value, prefix: &str) -> &'a Value {
-    stats["limiters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"].as_str().unwrap().starts_with(prefix))
-        .unwrap()
 }
 
 /// No limiter ever admitted more than its limit in any window.

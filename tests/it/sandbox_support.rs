@@ -178,6 +178,16 @@ pub enum Provider {
     Telnyx,
 }
 
+/// The limiter whose name starts with `prefix`, from `/_sandbox/stats`.
+pub fn limiter<'a>(stats: &'a Value, prefix: &str) -> &'a Value {
+    stats["limiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"].as_str().unwrap().starts_with(prefix))
+        .unwrap()
+}
+
 fn load(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/specs")
