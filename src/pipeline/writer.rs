@@ -49,10 +49,12 @@ impl Writer {
                 let rows: Vec<(u64, RowRecord)> =
                     batch.iter().map(|w| (w.index, w.record.clone())).collect();
                 let store = store.clone();
+                let started = std::time::Instant::now();
                 let result =
                     tokio::task::spawn_blocking(move || store.commit(&rows).map(|()| rows))
                         .await
                         .expect("the commit task does not panic");
+                tracing::trace!(rows = batch.len(), took = ?started.elapsed(), "checkpoint commit");
                 match result {
                     Ok(rows) => {
                         for (index, record) in &rows {
