@@ -37,6 +37,19 @@ struct Run {
     wall: Duration,
     summary: Value,
     peak_rss_kb: u64,
+    /// The process's CPU time (user + system), as last sampled before it ended.
+    cpu: Duration,
+}
+
+/// CPU time (user + system) of process `pid` so far ("self" for this one), from `/proc`.
+fn cpu_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// A work directory with a config pointing every provider at `sandbox`.
@@ -85,8 +98,11 @@ fn run(dir: &Path, args: &[&str], mut watch: impl FnMut(Duration, u32)) -> Run {
         .spawn()
         .expect("simbatch runs");
     let status_file = format!("/proc/{}/status", child.id());
+    let pid = child.id().to_string();
     let mut peak_rss_kb = 0;
+    let mut cpu = Duration::ZERO;
     let status = loop {
+        cpu = cpu_of(&pid).unwrap_or(cpu);
         if let Ok(text) = std::fs::read_to_string(&status_file) {
             if let Some(kb) = text
                 .lines()
@@ -111,6 +127,7 @@ fn run(dir: &Path, args: &[&str], mut watch: impl FnMut(Duration, u32)) -> Run {
         wall,
         summary: serde_json::from_str(&stdout).unwrap_or(Value::Null),
         peak_rss_kb,
+        cpu,
     }
 }
 
@@ -258,6 +275,9 @@ async fn ceiling(table: &mut Vec<String>) {
         let dir = workdir(&sb);
         let job = dir.path().join("job.csv");
         write_job(&job, provider, prefix, ROWS);
+        // This process is the sandbox (and the run's watcher, a /proc read every 2 ms, little
+        // else): its CPU time per request, beside the engine's, shows where the two cores went.
+        let sandbox_before = cpu_of("self");
         let r = tokio::task::block_in_place(|| {
             run(
                 dir.path(),
@@ -265,14 +285,32 @@ async fn ceiling(table: &mut Vec<String>) {
                 |_, _| {},
             )
         });
+        let sandbox_cpu = cpu_of("self")
+            .zip(sandbox_before)
+            .map(|(after, before)| after.saturating_sub(before));
         let elapsed = r.summary["elapsed_s"].as_f64().unwrap_or(f64::NAN);
         let rps = requests(&r.summary) / elapsed;
+        let per_request = |cpu: Duration, requests: f64| cpu.as_secs_f64() * 1e6 / requests;
+        let wrk_before = cpu_of("self");
         let wrk = wrk(&sb, provider).await;
+        let sandbox_under_wrk =
+            wrk.zip(cpu_of("self").zip(wrk_before))
+                .map(|((read, change), (after, before))| {
+                    // Two 5-s wrk runs, at their own rates.
+                    let served = (read + change) * 5.0;
+                    per_request(after.saturating_sub(before), served)
+                });
         table.push(format!(
-            "| ceiling | {provider} | {:.0} rows/s, {rps:.0} req/s (exit {:?}, {:.2} s) | wrk {} | {} |",
+            "| ceiling | {provider} | {:.0} rows/s, {rps:.0} req/s (exit {:?}, {:.2} s); CPU per request: engine {:.0} µs, sandbox {} µs (under wrk {} µs) | wrk {} | {} |",
             ROWS as f64 / elapsed,
             r.exit,
             elapsed,
+            per_request(r.cpu, requests(&r.summary)),
+            sandbox_cpu.map_or("?".into(), |c| format!(
+                "{:.0}",
+                per_request(c, requests(&r.summary))
+            )),
+            sandbox_under_wrk.map_or("?".into(), |c| format!("{c:.0}")),
             wrk.map_or("not installed".into(), |(read, change)| format!(
                 "{change:.0} req/s on the change endpoint, {read:.0} on GET one SIM"
             )),
