@@ -134,9 +134,8 @@ impl WindowFollower {
     }
 
     /// Reads an answer's `x-ratelimit-*` values (limit, remaining, reset in seconds if given):
-    /// `sent` is when its request left, `before` when
-    /// the request before it left (see [`WindowFollower::sending`]), `answered` when the answer
-    /// came back.
+    /// `sent` is when its request left, `before` when the request before it left (see
+    /// [`WindowFollower::sending`]), `answered` when the answer came back.
     pub fn observe(
         &mut self,
         (limit, remaining, reset): (u64, u64, Option<u64>),

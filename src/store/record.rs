@@ -110,7 +110,6 @@ impl RowRecord {
         }
     }
 
-    /// The row's final outcome, if it has one (a resumed run leaves such rows alone).
     /// A change an earlier invocation left `pending` with the provider's reference: the next
     /// run confirms it by that reference and sends nothing (nor looks its target up).
     pub fn awaits_confirmation(&self) -> bool {
@@ -119,6 +118,7 @@ impl RowRecord {
             && self.provider_ref.is_some()
     }
 
+    /// The row's final outcome, if it has one (a resumed run leaves such rows alone).
     pub fn final_outcome(&self) -> Option<Outcome> {
         self.outcome
             .filter(|o| self.phase == Phase::Done && o.is_final())
