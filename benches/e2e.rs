@@ -28,6 +28,9 @@ use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PR
 use simbatch::sandbox::{Faults, Latency, LimitMode, RunningSandbox, SandboxConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_simbatch");
+/// The credentials every run and load generator presents (the sandbox accepts any).
+const TOKEN: &str = "bench";
+const TWILIO_ACCOUNT: &str = "AC00000000000000000000000000000001";
 const ROWS: u64 = 10_000;
 const PROVIDERS: [(&str, &str); 3] = [
     ("emnify", EMNIFY_PREFIX),
@@ -57,12 +60,21 @@ fn cpu_of(pid: &str) -> Option<Duration> {
 
 /// A work directory with a config pointing every provider at `sandbox`.
 fn workdir(sandbox: &RunningSandbox) -> tempfile::TempDir {
+    workdir_capped(sandbox, None)
+}
+
+/// [`workdir`], with `max_in_flight` set for one provider when `cap` says so.
+fn workdir_capped(sandbox: &RunningSandbox, cap: Option<(&str, usize)>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let toml: String = PROVIDERS
         .iter()
         .map(|(k, _)| {
+            let tuning = match cap {
+                Some((provider, n)) if provider == *k => format!("max_in_flight = {n}\n"),
+                _ => String::new(),
+            };
             format!(
-                "[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{}/{k}\"\n",
+                "[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{}/{k}\"\n{tuning}",
                 sandbox.base_url()
             )
         })
@@ -93,10 +105,10 @@ fn run(dir: &Path, args: &[&str], mut watch: impl FnMut(Duration, u32)) -> Run {
         .current_dir(dir)
         .args(["--json", "-q"])
         .args(args)
-        .env("EMNIFY_APPLICATION_TOKEN", "bench")
-        .env("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001")
-        .env("TWILIO_AUTH_TOKEN", "bench")
-        .env("TELNYX_API_KEY", "bench")
+        .env("EMNIFY_APPLICATION_TOKEN", TOKEN)
+        .env("TWILIO_ACCOUNT_SID", TWILIO_ACCOUNT)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .env("TELNYX_API_KEY", TOKEN)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("simbatch runs");
@@ -208,7 +220,7 @@ async fn wrk(sb: &RunningSandbox, provider: &str) -> Option<(f64, f64)> {
     let client = reqwest::Client::new();
     let token: Value = client
         .post(format!("{}/emnify/api/v1/authenticate", sb.base_url()))
-        .json(&serde_json::json!({"application_token": "bench"}))
+        .json(&serde_json::json!({"application_token": TOKEN}))
         .send()
         .await
         .ok()?
@@ -219,7 +231,7 @@ async fn wrk(sb: &RunningSandbox, provider: &str) -> Option<(f64, f64)> {
     let auth = match provider {
         "emnify" => format!("Authorization: Bearer {token}"),
         "twilio" => twilio_auth_header(),
-        _ => "Authorization: Bearer bench".to_string(),
+        _ => format!("Authorization: Bearer {TOKEN}"),
     };
     let script = tempfile::NamedTempFile::new().ok()?;
     std::fs::write(script.path(), change_script(provider)).ok()?;
@@ -259,8 +271,6 @@ fn wrk_rate(connections: u32, args: &[&str]) -> Option<f64> {
         .parse::<f64>()
         .ok()
 }
-
-const TWILIO_BASIC_AUTH: &str = "AC00000000000000000000000000000001:bench";
 
 fn requests(summary: &Value) -> f64 {
     summary["requests_total"].as_f64().unwrap_or(0.0)
@@ -395,14 +405,7 @@ async fn fidelity(table: &mut Vec<String>, on: impl Fn(&str) -> bool) {
             ..SandboxConfig::default()
         })
         .await;
-        let dir = workdir(&sb);
-        if let Some(cap) = case.max_in_flight {
-            let config = dir.path().join("simbatch.toml");
-            let text = std::fs::read_to_string(&config).expect("config");
-            let section = format!("[providers.{provider}]\n");
-            let tuned = text.replace(&section, &format!("{section}max_in_flight = {cap}\n"));
-            std::fs::write(&config, tuned).expect("config");
-        }
+        let dir = workdir_capped(&sb, case.max_in_flight.map(|cap| (provider, cap)));
         let job = dir.path().join("job.csv");
         write_job(&job, provider, case.prefix, ROWS);
         let mut args = vec!["run"];
@@ -462,7 +465,7 @@ fn twilio_auth_header() -> String {
     use base64::Engine;
     format!(
         "Authorization: Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(TWILIO_BASIC_AUTH)
+        base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_ACCOUNT}:{TOKEN}"))
     )
 }
 
