@@ -167,7 +167,10 @@ pub async fn execute(
 
     // A pending row from an earlier run: confirm it, do not send again.
     if let Some(p) = prior.as_ref().filter(|p| p.awaits_confirmation()) {
-        let reference = p.provider_ref.clone().unwrap_or_default();
+        let reference = p
+            .provider_ref
+            .clone()
+            .expect("a change awaiting confirmation has its reference");
         let after = p.after.clone().unwrap_or_default();
         return handoff(attempt, reference, after);
     }
