@@ -325,6 +325,8 @@ async fn run(
                     });
                     waiting.push(w);
                 }
+                // Not asked: the run is stopping; it ends `pending` with the others above.
+                Err(e) if e.class == ErrorClass::Stopped => waiting.push(w),
                 Err(e) if !e.is_retryable() => {
                     let reason = format!("confirmation failed: {e}");
                     finish(

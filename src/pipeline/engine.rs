@@ -211,6 +211,16 @@ impl Engine {
     /// Runs every unfinished row; returns why it stopped early, if it did.
     pub async fn run(self: Arc<Self>, on_commit: super::writer::OnCommit) -> Option<StopReason> {
         self.live.inherit(&self.prefix.counts);
+        // Once the run stops, no request leaves any more and every wait at a gate ends at once.
+        let closer = {
+            let (stop, lanes) = (self.stop.clone(), self.lanes.clone());
+            tokio::spawn(async move {
+                stop.stopped().await;
+                for lane in lanes.values() {
+                    lane.http().gate.close();
+                }
+            })
+        };
         let mut on_commit = on_commit;
         let (writer, writer_task) = Writer::start(
             self.store.clone(),
@@ -297,6 +307,7 @@ impl Engine {
         if let Ok(Err(e)) = writer_task.await {
             self.stop.request(StopReason::Store(e.to_string()));
         }
+        closer.abort();
         self.stop.reason()
     }
 
@@ -376,6 +387,7 @@ impl Engine {
                         message: e.to_string(),
                     });
                 }
+                Err(e) if e.class == crate::provider::ErrorClass::Stopped => {}
                 Err(e) => {
                     tracing::warn!(lane = %lane.name, error = %e, "could not list the inventory; looking the remaining rows up one by one")
                 }
@@ -500,6 +512,7 @@ impl Engine {
             preflight: self.options.preflight,
             wait: self.options.wait,
             writer,
+            stop: &self.stop,
         };
         let (end, gate_wait) = crate::provider::limiter::GATE_WAIT
             .scope(std::cell::Cell::new(Duration::ZERO), async {
@@ -579,6 +592,7 @@ impl Engine {
                 });
                 None
             }
+            RowEnd::Stopped => None,
         }
     }
 

@@ -1,18 +1,26 @@
 //! One row, start to finish: observe the target, decide (pre-flight), make the "sending" marker
 //! durable, send with retries, confirm an asynchronous change, and return the row's record.
 //!
-//! Reconciliation lives here too. Whenever a change may have reached the provider without an
-//! answer (a reset or timeout after sending, or a crash between the marker and the outcome), the
-//! target is read again before anything is re-sent: if the change is already in effect the row
-//! succeeded; an asynchronous change still under way is waited for; for eUICC operations, an
-//! operation that appeared after the marker was written is adopted instead of scheduling another.
+//! Reconciliation lives here too. Whenever a change may have reached the provider without a
+//! clean answer — a reset or timeout after sending, a 5xx (a gateway's page after the provider
+//! applied it), a 2xx whose body is cut or of another shape, or a crash between the marker and
+//! the outcome — the target is read again before anything is re-sent: if the change is already
+//! in effect the row succeeded; an asynchronous change still under way is waited for; for eUICC
+//! operations, an operation that appeared after the marker was written is adopted instead of
+//! scheduling another. A change that may have been applied and cannot be read back ends
+//! `unknown`, never `failed` (SPEC 3.1).
+//!
+//! Once the run stops, every wait here (retry backoff, waiting for a target to settle) ends at
+//! once and no request is sent: the row ends [`RowEnd::Stopped`] and keeps its durable marker,
+//! so the next run reconciles it.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::engine::Stop;
 use super::lane::Lane;
-use super::preflight::{decide, operation_code, Decision, Observed};
+use super::preflight::{decide, in_effect, operation_code, Decision, Observed};
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::JobRow;
@@ -26,6 +34,7 @@ pub struct RowContext<'a> {
     pub preflight: bool,
     pub wait: Option<Duration>,
     pub writer: &'a Writer,
+    pub stop: &'a Stop,
 }
 
 /// How a row ended (for now).
@@ -40,12 +49,19 @@ pub enum RowEnd {
     },
     /// Credentials were refused: the run must stop; the row stays resumable.
     Aborted(ProviderError),
+    /// The run stopped before the row could finish; it stays as stored (a "sending" marker is
+    /// reconciled by the next run).
+    Stopped,
 }
 
 struct Attempt<'a> {
     ctx: &'a RowContext<'a>,
     record: RowRecord,
     started: Instant,
+    /// A change request of this row may have reached the provider (one was sent, or an earlier
+    /// process was interrupted after its marker): a failure to read the target now leaves the
+    /// row `unknown`, not `failed`.
+    change_out: bool,
 }
 
 impl Attempt<'_> {
@@ -58,18 +74,17 @@ impl Attempt<'_> {
         RowEnd::Record(self.record)
     }
 
+    /// Ends the row on an error: `failed`, or `unknown` when a change may be out and this
+    /// error keeps simbatch from seeing whether it landed.
     fn fail(mut self, e: ProviderError) -> RowEnd {
-        if e.class == ErrorClass::Auth {
-            return RowEnd::Aborted(e);
+        match e.class {
+            ErrorClass::Auth => return RowEnd::Aborted(e),
+            ErrorClass::Stopped => return RowEnd::Stopped,
+            _ => {}
         }
         self.record.http_status = e.http_status;
         self.record.provider_code = e.code.clone();
-        let outcome = if e.maybe_applied {
-            Outcome::Unknown
-        } else {
-            Outcome::Failed
-        };
-        let reason = match e.class {
+        let gave_up = match e.class {
             ErrorClass::Transient | ErrorClass::RateLimited => {
                 format!(
                     "gave up after {} attempts: {e}",
@@ -78,7 +93,24 @@ impl Attempt<'_> {
             }
             _ => e.to_string(),
         };
-        self.finish(outcome, Some(reason))
+        if self.change_out {
+            self.finish(
+                Outcome::Unknown,
+                Some(format!(
+                    "the change may have been applied and could not be read back ({gave_up})"
+                )),
+            )
+        } else {
+            self.finish(Outcome::Failed, Some(gave_up))
+        }
+    }
+
+    /// Waits `pause` unless the run stops first; false when it did.
+    async fn pause(&self, pause: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = self.ctx.stop.stopped() => false,
+        }
     }
 
     /// Runs `call` with retries for transient failures and 429s.
@@ -93,12 +125,10 @@ impl Attempt<'_> {
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && tries < self.ctx.policy.max_attempts => {
-                    tokio::time::sleep(self.ctx.policy.delay(
-                        tries,
-                        fastrand::f64(),
-                        e.retry_after,
-                    ))
-                    .await;
+                    let delay = self.ctx.policy.delay(tries, fastrand::f64(), e.retry_after);
+                    if !self.pause(delay).await {
+                        return Err(ProviderError::stopped());
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -116,7 +146,9 @@ impl Attempt<'_> {
             if !busy || Instant::now() >= deadline {
                 return Ok(observed);
             }
-            tokio::time::sleep(pause).await;
+            if !self.pause(pause).await {
+                return Err(ProviderError::stopped());
+            }
             pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
@@ -153,12 +185,16 @@ pub async fn execute(
     queued: Duration,
 ) -> RowEnd {
     let lane = ctx.lane;
+    let interrupted = prior
+        .as_ref()
+        .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
     let mut attempt = Attempt {
         ctx,
         record: prior
             .clone()
             .unwrap_or_else(|| RowRecord::sending(Utc::now(), 0)),
         started: Instant::now(),
+        change_out: interrupted,
     };
     attempt.record.queued_ms = Some(queued.as_millis() as u64);
     if attempt.record.started_at.is_none() {
@@ -174,9 +210,6 @@ pub async fn execute(
         let after = p.after.clone().unwrap_or_default();
         return handoff(attempt, reference, after);
     }
-    let interrupted = prior
-        .as_ref()
-        .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
 
     let first = if interrupted {
         // The listing this run took before acting shows what the interrupted attempt left
@@ -221,6 +254,14 @@ pub async fn execute(
         if let Some(reference) = adopted_operation(row, &observed, seen) {
             let after = prior.and_then(|p| p.after).unwrap_or_default();
             return handoff(attempt, reference, after);
+        }
+        if matches!(observed, Observed::Missing) && in_effect(row, &observed, None) {
+            // Deleted by the interrupted attempt: the SIM is gone.
+            attempt.record.after = Some("deleted".into());
+            return attempt.finish(
+                Outcome::Succeeded,
+                Some("confirmed after an interrupted attempt: the SIM is gone".into()),
+            );
         }
     }
 
@@ -274,29 +315,59 @@ pub async fn execute(
     let sent = loop {
         tries += 1;
         attempt.record.attempts += 1;
-        match lane.send(row, &observed, &after).await {
+        let e = match lane.send(row, &observed, &after).await {
             Ok(sent) => break sent,
-            Err(e) if e.is_retryable() && tries < ctx.policy.max_attempts => {
-                tokio::time::sleep(ctx.policy.delay(tries, fastrand::f64(), e.retry_after)).await;
-                if e.maybe_applied {
-                    // The change may have landed: look before sending it again.
-                    observed = match attempt.observe_settled(row).await {
-                        Ok(o) => o,
-                        Err(e) => return attempt.fail(e),
-                    };
-                    if let Some(reference) = adopted_operation(row, &observed, seen) {
-                        return handoff(attempt, reference, after);
-                    }
-                    if let Decision::Skip { .. } = decide(row, &observed, move_target.as_deref()) {
-                        attempt.record.after = Some(after);
-                        return attempt.finish(
-                            Outcome::Succeeded,
-                            Some("confirmed after a lost answer".into()),
-                        );
-                    }
-                }
+            Err(e) => e,
+        };
+        if e.class == ErrorClass::Stopped {
+            // Not sent: the marker stays, and the next run reconciles whatever went before.
+            return RowEnd::Stopped;
+        }
+        let again = e.is_retryable() && tries < ctx.policy.max_attempts;
+        let delay = ctx.policy.delay(tries, fastrand::f64(), e.retry_after);
+        if !e.maybe_applied {
+            // A clear answer that nothing was done (a refusal, a 429, a refused connection).
+            if !again {
+                return attempt.fail(e);
             }
-            Err(e) => return attempt.fail(e),
+            if !attempt.pause(delay).await {
+                return RowEnd::Stopped;
+            }
+            continue;
+        }
+        // It may have landed: look before anything is sent again.
+        attempt.change_out = true;
+        if again && !attempt.pause(delay).await {
+            return RowEnd::Stopped;
+        }
+        observed = match attempt.observe_settled(row).await {
+            Ok(o) => o,
+            Err(read) if read.class == ErrorClass::Stopped => return RowEnd::Stopped,
+            Err(read) => return unverified(attempt, &e, &read.to_string()),
+        };
+        if let Some(reference) = adopted_operation(row, &observed, seen) {
+            return handoff(attempt, reference, after);
+        }
+        if in_effect(row, &observed, move_target.as_deref()) {
+            attempt.record.after = Some(after);
+            return attempt.finish(
+                Outcome::Succeeded,
+                Some(format!("confirmed by reading it back after: {e}")),
+            );
+        }
+        if matches!(&observed, Observed::Sim(s) if !s.settled) {
+            return unverified(attempt, &e, "the target was still changing");
+        }
+        if !again {
+            attempt.record.http_status = e.http_status;
+            attempt.record.provider_code = e.code.clone();
+            return attempt.finish(
+                Outcome::Failed,
+                Some(format!(
+                    "gave up after {} attempts: {e}; read back, the change is not in effect",
+                    ctx.policy.max_attempts
+                )),
+            );
         }
     };
     match sent {
@@ -315,6 +386,18 @@ pub async fn execute(
             handoff(attempt, reference, after)
         }
     }
+}
+
+/// A change that may have been applied (its answer was `sent_error`) and could not be read back.
+fn unverified(mut attempt: Attempt<'_>, sent_error: &ProviderError, why: &str) -> RowEnd {
+    attempt.record.http_status = sent_error.http_status;
+    attempt.record.provider_code = sent_error.code.clone();
+    attempt.finish(
+        Outcome::Unknown,
+        Some(format!(
+            "the change may have been applied ({sent_error}) and could not be verified: {why}"
+        )),
+    )
 }
 
 /// Hands an accepted change to the lane's confirmer.

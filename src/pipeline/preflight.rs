@@ -79,6 +79,16 @@ pub fn decide(row: &JobRow, observed: &Observed, move_target: Option<&str>) -> D
     }
 }
 
+/// Whether the row's change is already in effect at the provider, as read back after an answer
+/// that may mean applied (or after an interrupted attempt): pre-flight would skip it, or it was
+/// a deletion and the target is gone.
+pub fn in_effect(row: &JobRow, observed: &Observed, move_target: Option<&str>) -> bool {
+    match observed {
+        Observed::Missing => matches!(row.operation, Operation::Delete { .. }),
+        _ => matches!(decide(row, observed, move_target), Decision::Skip { .. }),
+    }
+}
+
 fn missing(row: &JobRow) -> Decision {
     match &row.operation {
         Operation::Register { .. } => send(Some("unregistered"), "registered"),

@@ -2,12 +2,16 @@
 //! batch every few milliseconds (group commit). A caller that needs durability before it goes
 //! on — the "sending" marker before a change request leaves — waits for its batch's
 //! acknowledgement; final outcomes are written without waiting and flushed by the same batches.
+//!
+//! Everything stored passes here, so provider text in a record (reason, code, states) is made
+//! safe here too: credentials redacted, control characters removed (`provider::redact`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::provider::redact;
 use crate::store::{CheckpointStore, RowRecord, StoreError};
 
 /// Most records in one batch, and the longest a record waits for its batch to fill.
@@ -23,6 +27,22 @@ struct Write {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Write>,
+}
+
+/// The record with its provider text made safe to store and print.
+fn cleaned(mut record: RowRecord) -> RowRecord {
+    for text in [
+        &mut record.reason,
+        &mut record.provider_code,
+        &mut record.before,
+        &mut record.after,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *text = redact::clean(text);
+    }
+    record
 }
 
 /// Observes every committed record (progress, failure counting).
@@ -87,7 +107,7 @@ impl Writer {
         self.tx
             .send(Write {
                 index,
-                record,
+                record: cleaned(record),
                 ack: Some(ack),
             })
             .await
@@ -102,7 +122,7 @@ impl Writer {
             .tx
             .send(Write {
                 index,
-                record,
+                record: cleaned(record),
                 ack: None,
             })
             .await;

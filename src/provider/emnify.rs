@@ -130,6 +130,7 @@ pub struct OperationRequest {
 
 impl Emnify {
     pub fn new(http: Http, application_token: String) -> Emnify {
+        super::redact::register(&application_token);
         Emnify {
             http,
             application_token,
@@ -148,7 +149,15 @@ impl Emnify {
             .http
             .request(Method::POST, "/api/v1/authenticate")
             .json(&json!({"application_token": self.application_token}));
-        match self.http.send(request).await? {
+        let answered = self.http.send(request).await.map_err(|mut e| {
+            // A redirect of the authentication (its body carries the application token) is
+            // not followed; no request of this account can go on without a token.
+            if e.http_status.is_some_and(|s| (300..400).contains(&s)) {
+                e.class = ErrorClass::Auth;
+            }
+            e
+        })?;
+        match answered {
             Ok(answer) => {
                 let body: Value = answer.json()?;
                 let token = body["auth_token"]
@@ -157,6 +166,7 @@ impl Emnify {
                         ProviderError::permanent("authenticate answered without auth_token")
                     })?
                     .to_string();
+                super::redact::register(&token);
                 *self.auth_token.write().await = Some(token.clone());
                 Ok(token)
             }

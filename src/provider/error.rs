@@ -1,6 +1,10 @@
 //! How a provider call failed, classified for the pipeline: retry it (transient, rate-limited),
-//! stop the run (auth), or record it against the row (permanent) with the provider's own code
-//! and message. Also whether the request may have reached the provider (for reconciliation).
+//! stop the run (auth), record it against the row (permanent) with the provider's own code and
+//! message, or leave the row for the next run (the run is stopping). Also whether a change
+//! request may have been applied although its answer says otherwise or never came (SPEC 3.1,
+//! "an answer that may mean applied"): a lost connection, a timeout, any 5xx (gateways answer
+//! 502/503/504 after the provider applied the change), a 2xx whose body is cut or of another
+//! shape. The pipeline reads the target back before it sends such a change again.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,6 +19,9 @@ pub enum ErrorClass {
     Auth,
     /// Any other 4xx: final for this row.
     Permanent,
+    /// Not sent: the run is stopping (Ctrl-C, `--until`, the window's close, the failure
+    /// threshold) and no request may leave any more. The row stays for the next run.
+    Stopped,
 }
 
 #[derive(Debug, Clone)]
@@ -25,7 +32,8 @@ pub struct ProviderError {
     pub code: Option<String>,
     pub message: String,
     pub retry_after: Option<Duration>,
-    /// The request may have been applied although no answer arrived (reset, timeout).
+    /// The request may have been applied although its answer says otherwise or never came
+    /// (reset, timeout, 5xx, a 2xx body that cannot be read).
     pub maybe_applied: bool,
 }
 
@@ -36,6 +44,32 @@ impl ProviderError {
             http_status: None,
             code: None,
             message: message.into(),
+            retry_after: None,
+            maybe_applied: false,
+        }
+    }
+
+    /// A 2xx answer whose body is cut short or not of the expected shape: whatever the request
+    /// was meant to do was most likely done, so it counts as "may be applied", and is retried
+    /// like a lost answer.
+    pub fn unexpected_body(message: impl Into<String>) -> Self {
+        ProviderError {
+            class: ErrorClass::Transient,
+            http_status: None,
+            code: None,
+            message: super::redact::clean(&message.into()),
+            retry_after: None,
+            maybe_applied: true,
+        }
+    }
+
+    /// The request was not sent because the run is stopping.
+    pub fn stopped() -> Self {
+        ProviderError {
+            class: ErrorClass::Stopped,
+            http_status: None,
+            code: None,
+            message: "not sent: the run is stopping".into(),
             retry_after: None,
             maybe_applied: false,
         }
@@ -96,10 +130,12 @@ pub fn from_status(
     ProviderError {
         class,
         http_status: Some(status),
-        code,
-        message,
+        code: code.map(|c| super::redact::clean(&c)),
+        message: super::redact::clean(&message),
         retry_after,
-        maybe_applied: false,
+        // A 5xx may come from a gateway after the provider applied the change; 408 and 429
+        // say the request was not processed.
+        maybe_applied: (500..=599).contains(&status),
     }
 }
 
@@ -110,9 +146,12 @@ pub fn from_transport(err: &reqwest::Error) -> ProviderError {
     let message = if err.is_timeout() {
         "request timed out".to_string()
     } else if err.is_connect() {
-        format!("cannot connect: {}", root_cause(err))
+        format!("cannot connect: {}", super::redact::clean(&root_cause(err)))
     } else {
-        format!("connection failed: {}", root_cause(err))
+        format!(
+            "connection failed: {}",
+            super::redact::clean(&root_cause(err))
+        )
     };
     ProviderError {
         class: ErrorClass::Transient,
@@ -146,10 +185,11 @@ mod tests {
             from_status(401, None, String::new(), None).class,
             ErrorClass::Auth
         );
-        assert_eq!(
-            from_status(503, None, String::new(), None).class,
-            ErrorClass::Transient
-        );
+        let gateway = from_status(503, None, String::new(), None);
+        assert_eq!(gateway.class, ErrorClass::Transient);
+        assert!(gateway.maybe_applied, "a 5xx may follow an applied change");
+        assert!(!from_status(429, None, String::new(), None).maybe_applied);
+        assert!(!from_status(409, None, String::new(), None).maybe_applied);
         assert_eq!(
             from_status(409, Some("1406".into()), "no".into(), None).class,
             ErrorClass::Permanent

@@ -2,6 +2,13 @@
 //! pooled, with connect and request timeouts), the rate gate every request passes right before
 //! it leaves (retries included), request counting, and the conversion of answers into bytes or
 //! a classified [`ProviderError`]. Provider-specific error bodies are parsed by the caller.
+//!
+//! Two promises are kept here because every request passes here (SPEC 3.1): redirects are
+//! never followed — emnify's token travels in a request body, and a redirect to another origin
+//! would carry it there — but reported as an error naming the `Location`; and no answer is
+//! buffered beyond a size cap ([`MAX_READ_BODY`] for reads, [`MAX_CHANGE_BODY`] for changes),
+//! so that an endless or enormous body fails that request as a provider fault instead of the
+//! process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,10 +29,13 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The body as `T`. A body that is cut short or of another shape "may mean applied" (see
+    /// [`ProviderError::unexpected_body`]): the answer was a success.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            ProviderError::permanent(format!(
-                "unexpected response body ({e}): {}",
+            ProviderError::unexpected_body(format!(
+                "HTTP {} with an unexpected response body ({e}): {}",
+                self.status.as_u16(),
                 String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
             ))
         })
@@ -45,6 +55,12 @@ impl Refused {
         retry_after(&self.headers)
     }
 }
+
+/// The largest answer to a read: an inventory page (emnify's 2,500 SIMs, Twilio's 1,000,
+/// Telnyx's 250) is a few megabytes at most.
+pub const MAX_READ_BODY: usize = 16 << 20;
+/// The largest answer to a change: one object, or a short list.
+pub const MAX_CHANGE_BODY: usize = 1 << 20;
 
 /// Timeouts: connecting should be quick; a whole request may take a while at a slow provider.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +83,7 @@ impl Http {
         request_timeout: Duration,
     ) -> Result<Http, ProviderError> {
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(request_timeout)
             .pool_max_idle_per_host(512)
@@ -120,16 +137,28 @@ impl Http {
         &self,
         request: RequestBuilder,
     ) -> Result<Result<Answer, Refused>, ProviderError> {
-        let ticket = self.gate.acquire().await;
+        let request = request.build().map_err(|e| from_transport(&e))?;
+        let read = request.method() == Method::GET;
+        let Some(ticket) = self.gate.acquire().await else {
+            return Err(ProviderError::stopped());
+        };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut response = request.send().await.map_err(|e| from_transport(&e))?;
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| from_transport(&e))?;
         let status = response.status();
         // Taken, not cloned: reading the body does not need them.
         let headers = std::mem::take(response.headers_mut());
         if status != StatusCode::TOO_MANY_REQUESTS {
             self.gate.observe(&ticket, &headers);
         }
-        let body = response.bytes().await.map_err(|e| from_transport(&e))?;
+        if status.is_redirection() {
+            return Err(redirected(status, &headers));
+        }
+        let cap = if read { MAX_READ_BODY } else { MAX_CHANGE_BODY };
+        let body = read_capped(&mut response, cap, !read).await?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.gate
                 .slow_down(retry_after(&headers).unwrap_or(Duration::from_secs(1)));
@@ -148,6 +177,62 @@ impl Http {
             })
         })
     }
+}
+
+/// A redirect, refused: its `Location` (without any query, which may carry tokens) is named
+/// so that the operator can check it and point `base_url` there if it is trusted.
+fn redirected(status: StatusCode, headers: &HeaderMap) -> ProviderError {
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| match url::Url::parse(l) {
+            Ok(mut url) => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.set_query(None);
+                url.set_fragment(None);
+                url.to_string()
+            }
+            Err(_) => l.split(['?', '#']).next().unwrap_or_default().to_string(),
+        })
+        .unwrap_or_else(|| "(no Location)".into());
+    let mut e = ProviderError::permanent(format!(
+        "the provider answered with a redirect to {location}; simbatch never follows a redirect with credentials (if the provider moved, point base_url there)"
+    ));
+    e.http_status = Some(status.as_u16());
+    e
+}
+
+/// Reads an answer's body, refusing it as a provider fault once it exceeds `cap` bytes (by its
+/// announced length or as it arrives). `change`: the request was a change, which may have been
+/// applied although its answer cannot be read.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+    change: bool,
+) -> Result<bytes::Bytes, ProviderError> {
+    let too_large = || {
+        let mut e = ProviderError::unexpected_body(format!(
+            "the answer's body is larger than {} MiB; treated as a provider fault",
+            cap >> 20
+        ));
+        e.maybe_applied = change;
+        e
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| from_transport(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]

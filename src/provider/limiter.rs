@@ -8,7 +8,7 @@
 //! must not exceed 2,000; Telnyx's 100 per 1-second window is met by spacing requests evenly.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,9 @@ pub struct RateGate {
     stated: std::sync::OnceLock<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
     slowdowns: AtomicU64,
+    /// Set once by [`RateGate::close`]; waiters are woken through `closing`.
+    closed: AtomicBool,
+    closing: tokio::sync::Notify,
 }
 
 impl RateGate {
@@ -138,16 +141,55 @@ impl RateGate {
             stated: std::sync::OnceLock::new(),
             paused_until: Mutex::new(None),
             slowdowns: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            closing: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Closes the gate for good: requests waiting at it give up at once (whatever they wait
+    /// for: a `Retry-After` pause, the rate, an in-flight place), and none passes from now on.
+    /// Requests already through finish normally.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the gate is closed.
+    async fn closed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
         }
     }
 
     /// Waits until a request may leave; hold the returned ticket until its answer arrives.
+    /// `None` once the gate is closed (see [`RateGate::close`]): the request must not be sent.
+    pub async fn acquire(&self) -> Option<Ticket<'_>> {
+        let ticket = tokio::select! {
+            biased;
+            _ = self.closed() => return None,
+            ticket = self.wait_turn() => ticket,
+        };
+        // Closed while the last wait ended: it still does not leave.
+        (!self.is_closed()).then_some(ticket)
+    }
+
+    /// The waits of [`RateGate::acquire`], in order.
     ///
     /// A row's own requests (those made within [`GATE_WAIT`]'s scope) queue behind the lane's
     /// listing and confirmation requests: rows cannot go on without the listing's pages, and
     /// with every worker queued ahead of it a page waited for hundreds of rows (measured at
     /// Twilio's cap of 100 with 400 workers: 10 listing pages took 3.6 s, a sweep 2–4 s).
-    pub async fn acquire(&self) -> Ticket<'_> {
+    async fn wait_turn(&self) -> Ticket<'_> {
         let started = Instant::now();
         let for_row = GATE_WAIT.try_with(|_| ()).is_ok();
         loop {
@@ -355,6 +397,33 @@ mod tests {
             let page = order.iter().position(|w| *w == "page").unwrap();
             assert!(page <= 1, "{limits:?}: {order:?}");
         }
+    }
+
+    /// A request waiting out a long pause gives up as soon as the gate closes, and none passes
+    /// afterwards.
+    #[tokio::test]
+    async fn closing_ends_every_wait_at_once() {
+        let gate = std::sync::Arc::new(RateGate::new(LaneLimits {
+            rate: Some((1.0, 1)),
+            max_in_flight: Some(1),
+            window: None,
+        }));
+        gate.slow_down(Duration::from_secs(300));
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire().await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        gate.close();
+        let passed = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the wait ended at once")
+            .unwrap();
+        assert!(!passed);
+        assert!(
+            gate.acquire().await.is_none(),
+            "nothing passes a closed gate"
+        );
     }
 
     #[tokio::test]

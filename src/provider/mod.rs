@@ -7,6 +7,7 @@ pub mod emnify;
 pub mod error;
 pub mod http;
 pub mod limiter;
+pub mod redact;
 pub mod state;
 pub mod telnyx;
 pub mod twilio;

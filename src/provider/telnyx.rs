@@ -83,6 +83,7 @@ fn state(sim: SimCard) -> SimState {
 
 impl Telnyx {
     pub fn new(http: Http, key: String) -> Telnyx {
+        super::redact::register(&key);
         Telnyx {
             http,
             key,

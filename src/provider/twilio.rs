@@ -78,6 +78,12 @@ fn state(sim: Sim) -> SimState {
 
 impl Twilio {
     pub fn new(http: Http, username: String, password: String) -> Twilio {
+        use base64::Engine as _;
+        super::redact::register(&password);
+        // As it travels in the Authorization header.
+        super::redact::register(
+            &base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")),
+        );
         Twilio {
             http,
             username,

@@ -8,6 +8,8 @@ mod hostile;
 mod jobs;
 mod migration;
 mod operator;
+mod promises;
+mod proxy;
 mod roundtrip;
 mod run_actions;
 mod run_control;

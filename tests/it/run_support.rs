@@ -21,17 +21,19 @@ impl RunEnv {
     pub async fn new(config: SandboxConfig) -> RunEnv {
         let sb = Sb::start(config).await;
         let dir = tempfile::tempdir().unwrap();
+        let env = RunEnv { sb, dir };
+        env.point_at(&env.sb.base.clone());
+        env
+    }
+
+    /// Rewrites `simbatch.toml` so that every provider is reached at `base` + `/<kind>` (the
+    /// sandbox itself, or a proxy in front of it).
+    pub fn point_at(&self, base: &str) {
         let toml: String = ["emnify", "twilio", "telnyx"]
             .iter()
-            .map(|k| {
-                format!(
-                    "[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{}/{k}\"\n",
-                    sb.base
-                )
-            })
+            .map(|k| format!("[providers.{k}]\nkind = \"{k}\"\nbase_url = \"{base}/{k}\"\n"))
             .collect();
-        std::fs::write(dir.path().join("simbatch.toml"), toml).unwrap();
-        RunEnv { sb, dir }
+        std::fs::write(self.dir.path().join("simbatch.toml"), toml).unwrap();
     }
 
     pub fn write_job(&self, name: &str, content: &str) -> PathBuf {

@@ -1,0 +1,278 @@
+//! What a gateway between simbatch and the provider can do to an answer the provider gave:
+//! replace it with a 5xx page after the change was applied, cut it short, replace it with a body
+//! of another shape. SPEC 3.1: such an answer "may mean applied" — the target is read back (for
+//! eUICC operations, the eUICC's operations are searched) before anything is sent again, and the
+//! row ends `succeeded` (or `unknown` when it cannot be verified), never `failed` for a change
+//! that was applied. AWS's SDKs treat a 5xx on a non-idempotent call the same way.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::{LimitMode, SandboxConfig};
+
+use crate::proxy::{is_change, Fault, Proxy};
+use crate::run_support::{show, RunEnv};
+
+fn sandbox() -> SandboxConfig {
+    SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        async_delay: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    }
+}
+
+/// Three suspensions at each provider and three eUICC profile downloads.
+fn job() -> String {
+    let mut job = String::from("action,provider,iccid,eid,activation_code,enable,rollback\n");
+    for i in [1, 2, 3] {
+        for (provider, prefix) in [
+            ("emnify", EMNIFY_PREFIX),
+            ("twilio", TWILIO_PREFIX),
+            ("telnyx", TELNYX_PREFIX),
+        ] {
+            job.push_str(&format!(
+                "suspend,{provider},{},,,,\n",
+                inventory::iccid(prefix, i)
+            ));
+        }
+        job.push_str(&format!(
+            "profile-download,emnify,,{},1$smdp.example.com$M-{i},true,false\n",
+            inventory::eid(i)
+        ));
+    }
+    job
+}
+
+/// Runs the job through a proxy that plays `fault` on every change request after forwarding
+/// it, then checks that each change was applied exactly once and every row says so.
+async fn applied_exactly_once(fault: fn(usize) -> Fault, what: &str) {
+    let env = RunEnv::new(sandbox()).await;
+    let changes = Arc::new(AtomicUsize::new(0));
+    let counter = changes.clone();
+    let proxy = Proxy::start(
+        env.sb.base.clone(),
+        Arc::new(move |method, path| {
+            if is_change(method, path) {
+                fault(counter.fetch_add(1, Ordering::SeqCst))
+            } else {
+                Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let path = env.write_job("job.csv", &job());
+    let output = env
+        .run(&["run", "-q", "--wait-timeout", "60s", path.to_str().unwrap()])
+        .await;
+    let results = env.results();
+    assert_eq!(results.len(), 12, "{what}: {}", show(&output));
+    for r in &results {
+        assert_eq!(
+            r["outcome"],
+            "succeeded",
+            "{what}: a change the provider applied must not be reported otherwise: {r:?}\n{}",
+            show(&output)
+        );
+    }
+    assert_eq!(output.status.code(), Some(0), "{what}: {}", show(&output));
+
+    // Each SIM changed once, each eUICC got one profile (the journal), and each eUICC was sent
+    // one download (its operations: the sandbox applies only the first of contradicting ones,
+    // so the journal alone would hide a second).
+    let mut by_target: HashMap<String, usize> = HashMap::new();
+    for e in env.sb.journal().await {
+        *by_target
+            .entry(e["target"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(by_target.len(), 12, "{what}: {by_target:?}");
+    assert!(by_target.values().all(|n| *n == 1), "{what}: {by_target:?}");
+    for k in [1, 2, 3] {
+        let ops = env
+            .sb
+            .em(
+                Method::GET,
+                &format!("/api/v1/euicc/{k}/operation?per_page=100"),
+                None,
+            )
+            .await;
+        let downloads = ops
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["action"]["id"] == 2)
+            .count();
+        assert_eq!(downloads, 1, "{what}: eUICC {k}: {}", ops.text);
+    }
+    assert!(
+        proxy.count(|s| is_change(&s.method, &s.path)) >= 12,
+        "{what}: the proxy saw the changes"
+    );
+}
+
+/// Case 1: a 502/503/504 page after the change was applied, a 2xx body cut short, a 2xx body
+/// of another shape: read back, found applied, `succeeded`; never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_01_an_answer_that_may_mean_applied_is_read_back_not_sent_again() {
+    applied_exactly_once(
+        |n| Fault::AppliedThenGateway([502, 503, 504][n % 3]),
+        "gateway page",
+    )
+    .await;
+    applied_exactly_once(|_| Fault::AppliedThenCutBody, "cut body").await;
+    applied_exactly_once(|_| Fault::AppliedThenWrongShape, "wrong shape").await;
+}
+
+/// Case 2: rows wait out a long `Retry-After` at the lane's gate when the operator presses
+/// Ctrl-C: the waits end at once and no change request leaves after it (SPEC 3.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_02_after_the_first_ctrl_c_no_change_leaves_and_waits_end() {
+    let env = RunEnv::new(sandbox()).await;
+    // Every change is refused with a five-minute Retry-After: the lane pauses.
+    let proxy = Arc::new(
+        Proxy::start(
+            env.sb.base.clone(),
+            Arc::new(|method, path| {
+                if is_change(method, path) {
+                    Fault::TooMany(300)
+                } else {
+                    Fault::Forward
+                }
+            }),
+        )
+        .await,
+    );
+    env.point_at(&proxy.base);
+    let mut job = String::from("action,provider,iccid\n");
+    for i in (1..=40).filter(|i| !inventory::starts_suspended(*i)) {
+        job.push_str(&format!(
+            "suspend,emnify,{}\n",
+            inventory::iccid(EMNIFY_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("job.csv", &job);
+    let child = env
+        .command(&["run", path.to_str().unwrap()], crate::run_support::TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let changes = |p: &Proxy| p.count(|s| is_change(&s.method, &s.path));
+    // The first refusal, then until no more change requests arrive: the lane is paused.
+    let mut stable = 0;
+    let mut last = 0;
+    for _ in 0..3000 {
+        let now = changes(&proxy);
+        if now > 0 && now == last {
+            stable += 1;
+            if stable == 50 {
+                break;
+            }
+        } else {
+            stable = 0;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(last > 0, "the run never sent a change");
+    let at_interrupt = changes(&proxy);
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let pid = child.id();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    // Five minutes of Retry-After are left; the run must not sit them out.
+    let output = match tokio::time::timeout(Duration::from_secs(60), waited).await {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the run was still waiting 60 s after Ctrl-C");
+        }
+    };
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    assert_eq!(
+        changes(&proxy),
+        at_interrupt,
+        "a change request left after Ctrl-C: {:?}",
+        proxy.seen()
+    );
+    assert!(
+        env.sb.journal().await.is_empty(),
+        "every change was refused"
+    );
+    let results = env.results();
+    assert!(
+        results.iter().all(|r| r["outcome"].is_empty()),
+        "no row has an outcome it did not get: {results:?}"
+    );
+}
+
+/// Case 14: an endless answer (here to every emnify read and every Telnyx change) fails that
+/// request as a provider fault at a size cap instead of being buffered whole: the run ends
+/// normally with reasons, under an address-space limit that whole buffering would break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_14_response_bodies_are_size_capped() {
+    let env = RunEnv::new(sandbox()).await;
+    let proxy = Proxy::start(
+        env.sb.base.clone(),
+        Arc::new(|method, path| {
+            let emnify_read = *method == Method::GET && path.starts_with("/emnify/api/v1/sim");
+            let telnyx_change = is_change(method, path) && path.starts_with("/telnyx");
+            if emnify_read || telnyx_change {
+                Fault::EndlessBody
+            } else {
+                Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let mut job = String::from("action,provider,iccid\n");
+    for i in [1, 2] {
+        job.push_str(&format!(
+            "suspend,emnify,{}\nsuspend,telnyx,{}\n",
+            inventory::iccid(EMNIFY_PREFIX, i),
+            inventory::iccid(TELNYX_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("job.csv", &job);
+    let mut cmd = env.command(
+        &["run", "--max-attempts", "2", path.to_str().unwrap()],
+        crate::run_support::TOKEN,
+    );
+    // 2 GiB of address space: ample for a run, far from what buffering these bodies takes.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let results = env.results();
+    assert_eq!(results.len(), 4);
+    for r in &results {
+        assert_eq!(r["outcome"], "failed", "{r:?}");
+        assert!(r["reason"].contains("larger than"), "{r:?}");
+    }
+    assert!(env.sb.journal().await.is_empty());
+}
