@@ -4,18 +4,18 @@
 //! (see `examples/`) all come through here.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use chrono::Utc;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::config::{CredentialEnv, ProviderConfig};
 use crate::exit_code::ExitCode;
+use crate::job::intake::{copy_dir, hash_file, validate_and_copy};
 use crate::job::{validate_file, FileValidation, JobFormat, ParseOptions, ProviderKind};
 use crate::pipeline::engine::{Engine, FailureLimit, Live, RunOptions, Stop, StopReason};
 use crate::pipeline::lane::{Client, Lane};
@@ -98,6 +98,12 @@ impl RunRequest {
     }
 }
 
+/// A state store that cannot be used: its message, and exit 4.
+fn store_failed(e: crate::store::StoreError) -> RunOutcome {
+    eprintln!("simbatch: {e}");
+    RunOutcome::early(ExitCode::StateStore)
+}
+
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -118,26 +124,34 @@ impl RunOutcome {
     }
 }
 
-/// `<file stem>-<first 8 hex of the SHA-256 of its bytes>` and the full hash.
-pub fn run_id(job: &Path) -> anyhow::Result<(String, String)> {
-    let mut file =
-        std::fs::File::open(job).with_context(|| format!("cannot open {}", job.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// The id of the run made from a job file with this stem and SHA-256, and that run's manifest
+/// if it exists (a resume). Ids are `<stem>-<first 8 hex of the hash>`, longer (16, 32, 64 hex)
+/// only when a run of other bytes already holds the shorter one: the full hash identifies a
+/// run, the short id only names it (SPEC 3.3).
+pub fn run_for(
+    store: &SledStore,
+    stem: &str,
+    hash: &str,
+) -> Result<(String, Option<Manifest>), crate::store::StoreError> {
+    let ids = store.run_ids();
+    for len in [8, 16, 32, 64] {
+        let id = format!("{stem}-{}", &hash[..len.min(hash.len())]);
+        if !ids.contains(&id) {
+            return Ok((id, None));
         }
-        hasher.update(&buf[..n]);
+        match store.run(&id)?.manifest()? {
+            Some(m) if m.job_sha256 == hash => return Ok((id, Some(m))),
+            // A run that never recorded its manifest holds no progress: take its place.
+            None => return Ok((id, None)),
+            Some(_) => {}
+        }
     }
-    let hash: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let stem = job.file_stem().and_then(|s| s.to_str()).unwrap_or("job");
-    Ok((format!("{stem}-{}", &hash[..8]), hash))
+    Ok((format!("{stem}-{hash}"), None))
+}
+
+/// The stem run ids are made from.
+fn job_stem(job: &Path) -> &str {
+    job.file_stem().and_then(|s| s.to_str()).unwrap_or("job")
 }
 
 /// `--max-failures N` or `N%`.
@@ -337,33 +351,6 @@ fn with_fields(mut base: serde_json::Value, more: serde_json::Value) -> serde_js
     base
 }
 
-/// The clean validation a run of this job made when it started, if the store holds one that
-/// was made reading the file the same way (and the state directory already exists: nothing
-/// is created before the job is known to be valid). Returns the open store too, as sled
-/// allows one open per process.
-fn stored_validation(
-    req: &RunRequest,
-    run_id: &str,
-    reading: &serde_json::Value,
-) -> (Option<SledStore>, Option<StoredValidation>) {
-    if req.fresh || !req.state.join("db").exists() {
-        return (None, None);
-    }
-    let Ok(store) = SledStore::open(&req.state) else {
-        return (None, None);
-    };
-    if !store.run_ids().iter().any(|id| id == run_id) {
-        return (Some(store), None);
-    }
-    let found = store
-        .run(run_id)
-        .ok()
-        .and_then(|run| run.manifest().ok().flatten())
-        .and_then(|m| m.validated)
-        .filter(|v| &v.reading == reading);
-    (Some(store), found)
-}
-
 /// Runs (or resumes) a job.
 pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
     let job_format = req
@@ -371,27 +358,63 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         .or_else(|| JobFormat::from_path(&req.job))
         .unwrap_or(JobFormat::Csv);
     let reading = reading(&req, job_format);
-    // The run's identity is the file's bytes (an unreadable file is reported by validation).
-    let identity = run_id(&req.job).ok();
-    let (early_store, stored) = match &identity {
-        Some((base_id, _)) => stored_validation(&req, base_id, &reading),
-        None => (None, None),
-    };
+    let stem = job_stem(&req.job);
 
-    // 1. The whole file is checked before anything is sent — once per run: a resume of the
-    //    same bytes uses the check its first invocation made (1,000,000 rows: 2.5 s saved).
-    let validation = match stored {
-        Some(v) => {
-            if !req.quiet {
-                eprintln!(
-                    "{}: validated when the run started ({} rows); not read again",
-                    req.job.display(),
-                    v.valid_rows
-                );
+    // 1. A resume? A regular file is hashed first: when a run was made from exactly these
+    //    bytes it is resumed from its own stored copy, and the path is not read again.
+    let mut store: Option<SledStore> = None;
+    let mut resume: Option<(String, Manifest)> = None;
+    if !req.fresh && req.state.join("db").exists() {
+        if let Some(hash) = hash_file(&req.job) {
+            let opened = match SledStore::open(&req.state) {
+                Ok(s) => s,
+                Err(e) => return Ok(store_failed(e)),
+            };
+            match run_for(&opened, stem, &hash) {
+                Ok((id, Some(manifest))) => resume = Some((id, manifest)),
+                Ok(_) => {}
+                Err(e) => return Ok(store_failed(e)),
             }
-            FileValidation::clean(&req.job, v.valid_rows, v.counts)
+            store = Some(opened);
         }
-        None => validate_file(&req.job, req.format, &req.parse),
+    }
+
+    // 2. The whole file is checked before anything is sent. A new run reads the path once:
+    //    that pass validates, hashes and copies it, and the run executes the copy. A resume
+    //    uses the check its first invocation made (1,000,000 rows: 2.5 s saved), or checks
+    //    its stored copy when the file is now read differently.
+    let (validation, copy) = match (&resume, &store) {
+        (Some((id, manifest)), Some(store)) => {
+            let stored = store.job_copy(id, format_name(job_format));
+            if !stored.is_file() {
+                return Ok(store_failed(crate::store::StoreError::Corrupt {
+                    dir: req.state.clone(),
+                    detail: format!(
+                        "run {id} has lost its copy of the job ({})",
+                        stored.display()
+                    ),
+                }));
+            }
+            let validation = match manifest.validated.clone().filter(|v| v.reading == reading) {
+                Some(v) => {
+                    if !req.quiet {
+                        eprintln!(
+                            "{}: validated when the run started ({} rows); not read again",
+                            req.job.display(),
+                            v.valid_rows
+                        );
+                    }
+                    FileValidation::clean(&req.job, v.valid_rows, v.counts)
+                }
+                None => {
+                    let mut v = validate_file(&stored, Some(job_format), &req.parse);
+                    v.path = req.job.display().to_string();
+                    v
+                }
+            };
+            (validation, None)
+        }
+        _ => validate_and_copy(&req.job, req.format, &req.parse, &copy_dir(&req.state)),
     };
     if !req.quiet {
         for d in validation
@@ -432,7 +455,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     }
 
-    // 2. Lanes for the providers the job uses.
+    // 3. Lanes for the providers the job uses.
     let mut lanes = BTreeMap::new();
     for (provider, _) in validation.counts.keys() {
         if !lanes.contains_key(provider) {
@@ -445,36 +468,47 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     }
 
-    // 3. The state store: resume or start.
-    let (base_id, hash) = match identity {
-        Some(identity) => identity,
-        None => run_id(&req.job)?,
-    };
-    let run_id = if req.fresh {
-        format!("{base_id}-{}", Utc::now().format("%Y%m%d%H%M%S"))
-    } else {
-        base_id
-    };
-    let store = match early_store.map_or_else(|| SledStore::open(&req.state), Ok) {
+    // 4. The state store: resume or start. The run's own copy of the job goes into the state
+    //    directory (so that its reports can be rebuilt from there alone) before its manifest.
+    let store = match store.map_or_else(|| SledStore::open(&req.state), Ok) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("simbatch: {e}");
-            return Ok(RunOutcome::early(ExitCode::StateStore));
-        }
+        Err(e) => return Ok(store_failed(e)),
     };
+    let (run_id, hash, resumed) = match (resume, copy) {
+        (Some((id, manifest)), _) => (id, manifest.job_sha256, true),
+        (None, Some(copy)) => {
+            let hash = copy.sha256.clone();
+            let (id, existing) = if req.fresh {
+                let id = format!(
+                    "{stem}-{}-{}",
+                    &hash[..8],
+                    Utc::now().format("%Y%m%d%H%M%S")
+                );
+                (id, None)
+            } else {
+                match run_for(&store, stem, &hash) {
+                    Ok(found) => found,
+                    Err(e) => return Ok(store_failed(e)),
+                }
+            };
+            // The same bytes as an earlier run (read through a pipe, or changed back while
+            // this run was validating it): that run's resume.
+            let resumed = existing.is_some();
+            let dest = store.job_copy(&id, format_name(job_format));
+            copy.persist(&dest).map_err(|e| {
+                anyhow!(
+                    "cannot copy the job into the state directory {}: {e}",
+                    req.state.display()
+                )
+            })?;
+            (id, hash, resumed)
+        }
+        (None, None) => unreachable!("a new run's job was read to its end and copied"),
+    };
+    let job = store.job_copy(&run_id, format_name(job_format));
     let run_store = match store.run(&run_id) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("simbatch: {e}");
-            return Ok(RunOutcome::early(ExitCode::StateStore));
-        }
-    };
-    let resumed = match run_store.manifest() {
-        Ok(m) => m.is_some(),
-        Err(e) => {
-            eprintln!("simbatch: {e}");
-            return Ok(RunOutcome::early(ExitCode::StateStore));
-        }
+        Err(e) => return Ok(store_failed(e)),
     };
     let accounts: Vec<serde_json::Value> = lanes
         .values()
@@ -484,17 +518,6 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         })
         .collect();
     if !resumed {
-        // The run keeps its own copy of the job, so its reports can be rebuilt from the state
-        // directory alone.
-        let copy = store.job_copy(&run_id, format_name(job_format));
-        std::fs::create_dir_all(copy.parent().expect("has a parent"))
-            .and_then(|()| std::fs::copy(&req.job, &copy).map(drop))
-            .map_err(|e| {
-                anyhow!(
-                    "cannot copy the job into the state directory {}: {e}",
-                    req.state.display()
-                )
-            })?;
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             run_id: run_id.clone(),
@@ -526,8 +549,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
             }),
         };
         if let Err(e) = run_store.write_manifest(&manifest) {
-            eprintln!("simbatch: {e}");
-            return Ok(RunOutcome::early(ExitCode::StateStore));
+            return Ok(store_failed(e));
         }
     }
     let reports_dir = req
@@ -535,7 +557,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
 
-    // 4. The banner: what is about to change, where.
+    // 5. The banner: what is about to change, where.
     if !req.quiet {
         eprintln!(
             "simbatch: {} run {run_id}: {} rows from {} (state {}, reports {})",
@@ -595,8 +617,8 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         });
     }
     let engine = Arc::new(Engine {
-        job: req.job.clone(),
-        format: req.format,
+        job: job.clone(),
+        format: Some(job_format),
         parse: req.parse.clone(),
         lanes: lanes.clone(),
         store: run_store.clone(),
@@ -627,12 +649,12 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         tracing::warn!(error = %e, "could not record the finished rows; a resume reads them again");
     }
 
-    // 5. Reports from the store, then the exit code.
+    // 6. Reports from the store, then the exit code.
     let results_format = req.results_format.unwrap_or(job_format);
     let (files, tally) = crate::report::write_rows(
         &reports_dir,
-        &req.job,
-        req.format,
+        &job,
+        Some(job_format),
         &req.parse,
         run_store.as_ref(),
         results_format,

@@ -6,6 +6,7 @@ pub mod csv_rows;
 pub mod diagnostic;
 pub mod duplicates;
 pub mod ids;
+pub mod intake;
 pub mod jsonl_rows;
 pub mod model;
 pub mod parse;

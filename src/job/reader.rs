@@ -37,13 +37,28 @@ impl JobReader {
         format: Option<JobFormat>,
         options: ParseOptions,
     ) -> Result<JobReader, Diagnostic> {
-        let format = format.or_else(|| JobFormat::from_path(path)).ok_or_else(|| {
-            Diagnostic::error(
-                None,
-                "cannot tell the format from the file name: use a .csv, .jsonl or .ndjson extension, or pass --format csv|jsonl",
-            )
-        })?;
+        let format = format_of(path, format)?;
         let input = source::open(path).map_err(|p| p.diagnostic)?;
+        Self::over(input, format, options)
+    }
+
+    /// Reads a job from any source of its bytes (`path` names it, for its format).
+    pub fn from_read(
+        input: impl std::io::Read + 'static,
+        path: &Path,
+        format: Option<JobFormat>,
+        options: ParseOptions,
+    ) -> Result<JobReader, Diagnostic> {
+        let format = format_of(path, format)?;
+        let input = source::from_read(input).map_err(|p| p.diagnostic)?;
+        Self::over(input, format, options)
+    }
+
+    fn over(
+        input: impl std::io::Read + 'static,
+        format: JobFormat,
+        options: ParseOptions,
+    ) -> Result<JobReader, Diagnostic> {
         let input = BufReader::with_capacity(64 * 1024, input);
         let (rows, header_diagnostics, extra_columns): (Rows, _, _) = match format {
             JobFormat::Csv => {
@@ -80,6 +95,16 @@ impl JobReader {
     pub fn header_diagnostics(&self) -> &[Diagnostic] {
         &self.header_diagnostics
     }
+}
+
+/// The format given, else the one the file name says.
+fn format_of(path: &Path, format: Option<JobFormat>) -> Result<JobFormat, Diagnostic> {
+    format.or_else(|| JobFormat::from_path(path)).ok_or_else(|| {
+        Diagnostic::error(
+            None,
+            "cannot tell the format from the file name: use a .csv, .jsonl or .ndjson extension, or pass --format csv|jsonl",
+        )
+    })
 }
 
 impl Iterator for JobReader {

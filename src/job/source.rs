@@ -145,7 +145,12 @@ impl<R: Read> Read for LineCapped<R> {
 pub fn open(path: &Path) -> Result<LineCapped<BufReader<File>>, ReadProblem> {
     let file = File::open(path)
         .map_err(|e| ReadProblem::fatal(None, format!("cannot open the job file: {e}")))?;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    from_read(file)
+}
+
+/// The checks of [`open`] over any source of a job's bytes (a file, or a copy being taken).
+pub fn from_read<R: Read>(input: R) -> Result<LineCapped<BufReader<R>>, ReadProblem> {
+    let mut reader = BufReader::with_capacity(64 * 1024, input);
     prepare(&mut reader)?;
     Ok(LineCapped::new(reader))
 }

@@ -44,6 +44,20 @@ impl FileValidation {
         }
     }
 
+    /// A file that could not be read at all.
+    pub fn refused(path: &Path, message: impl Into<String>) -> FileValidation {
+        let mut diagnostics = Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP);
+        diagnostics.push(Diagnostic::error(None, message));
+        FileValidation {
+            path: path.display().to_string(),
+            valid_rows: 0,
+            invalid_rows: 0,
+            counts: BTreeMap::new(),
+            diagnostics,
+            unreadable: true,
+        }
+    }
+
     pub fn is_valid(&self) -> bool {
         self.diagnostics.error_count() == 0
     }
@@ -103,6 +117,23 @@ pub fn validate_file(
     format: Option<JobFormat>,
     options: &ParseOptions,
 ) -> FileValidation {
+    validate(path, JobReader::open(path, format, options.clone()))
+}
+
+/// Validates a job read from any source of its bytes; `path` names it in the diagnostics.
+pub fn validate_read(
+    input: impl std::io::Read + 'static,
+    path: &Path,
+    format: Option<JobFormat>,
+    options: &ParseOptions,
+) -> FileValidation {
+    validate(
+        path,
+        JobReader::from_read(input, path, format, options.clone()),
+    )
+}
+
+fn validate(path: &Path, opened: Result<JobReader, Diagnostic>) -> FileValidation {
     let mut result = FileValidation {
         path: path.display().to_string(),
         valid_rows: 0,
@@ -111,7 +142,7 @@ pub fn validate_file(
         diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
         unreadable: false,
     };
-    let reader = match JobReader::open(path, format, options.clone()) {
+    let reader = match opened {
         Ok(reader) => reader,
         Err(diag) => {
             result.diagnostics.push(diag);

@@ -5,4 +5,5 @@
 //! the real binary against the sandbox, or a small proxy in front of it (`proxy`).
 
 mod gateway;
+mod inputs;
 mod leaks;
