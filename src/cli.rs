@@ -1,11 +1,42 @@
-//! Command-line structure (clap derive) and nothing else: parsing turns into these structs,
-//! and `commands` turns them into work.
+//! Command-line structure (clap derive) and the bounds of its values: parsing turns into these
+//! structs, and `commands` turns them into work. Every number has a bound, so that an absurd
+//! value is a usage error (exit 2) naming the option, never a panic later.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::job::JobFormat;
+
+/// A duration of at most `limit` (humantime syntax: `90s`, `10m`, `2h`).
+fn duration_at_most(text: &str, limit: std::time::Duration) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > limit {
+        return Err(format!(
+            "`{text}` is longer than the {} allowed",
+            humantime::format_duration(limit)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_wait_timeout(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_most(text, std::time::Duration::from_secs(7 * 24 * 3600))
+}
+
+fn parse_day_at_most(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_most(text, std::time::Duration::from_secs(24 * 3600))
+}
+
+/// `demo --scale K`: more than 0, at most 10,000.
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(k) if k.is_finite() && k > 0.0 && k <= 10_000.0 => Ok(k),
+        _ => Err(format!(
+            "`{text}` is not a scale: give a number above 0 and at most 10000"
+        )),
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,17 +145,17 @@ pub struct SandboxArgs {
     /// Share of asynchronous operations that end failed
     #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
     pub fail_async: f64,
-    /// How long asynchronous changes take to settle
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    /// How long asynchronous changes take to settle (at most a day)
+    #[arg(long, default_value = "200ms", value_parser = parse_day_at_most)]
     pub async_delay: std::time::Duration,
-    /// How long a hanging request hangs before its connection is dropped
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    /// How long a hanging request hangs before its connection is dropped (at most a day)
+    #[arg(long, default_value = "120s", value_parser = parse_day_at_most)]
     pub hang: std::time::Duration,
     /// Accept only this credential (emnify application token, Twilio auth token, Telnyx key)
     #[arg(long, value_name = "TOKEN")]
     pub require_token: Option<String>,
-    /// Lifetime of emnify auth tokens
-    #[arg(long, default_value = "240m", value_parser = humantime::parse_duration)]
+    /// Lifetime of emnify auth tokens (at most a day)
+    #[arg(long, default_value = "240m", value_parser = parse_day_at_most)]
     pub token_ttl: std::time::Duration,
     /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
     #[arg(long, default_value_t = 0x5EED)]
@@ -139,7 +170,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub input: JobInputArgs,
     /// Requests per second per provider (overrides the documented limits)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_rate)]
     pub rate: Option<f64>,
     /// Rows in flight at once per provider [default: 32]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -156,8 +187,8 @@ pub struct RunArgs {
     /// Do not wait for asynchronous changes to be confirmed (they end `pending`)
     #[arg(long)]
     pub no_wait: bool,
-    /// How long to wait for an asynchronous change to be confirmed
-    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = humantime::parse_duration)]
+    /// How long to wait for an asynchronous change to be confirmed (at most 7 days)
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_wait_timeout)]
     pub wait_timeout: std::time::Duration,
     /// Skip ordinary confirmations (never implies --allow-irreversible)
     #[arg(long)]
@@ -197,7 +228,7 @@ pub struct PlanArgs {
     #[arg(short, long, value_name = "PLAN.csv")]
     pub output: Option<PathBuf>,
     /// Requests per second per provider (overrides the documented limits)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_rate)]
     pub rate: Option<f64>,
 }
 
@@ -240,7 +271,7 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub format: Option<JobFormat>,
     /// Requests per second (overrides the documented limits)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_rate)]
     pub rate: Option<f64>,
 }
 
@@ -250,6 +281,6 @@ pub struct DemoArgs {
     #[arg(long, default_value = "jobs/demo.csv")]
     pub job: PathBuf,
     /// Sandbox limits: the documented shape times K (so the demo takes seconds, not hours)
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = parse_scale)]
     pub scale: f64,
 }

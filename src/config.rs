@@ -15,6 +15,34 @@ use crate::job::ProviderKind;
 /// The file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "simbatch.toml";
 
+/// The highest request rate accepted anywhere (`--rate`, `rate =`): far above any provider's
+/// documented limit (Telnyx's 100/s is the highest), within the limiter's arithmetic.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The most rows in flight per lane (`--concurrency`, `concurrency =`).
+pub const MAX_CONCURRENCY: usize = 4096;
+/// The largest in-flight cap (`max_in_flight =`; Twilio documents 100).
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// A request rate as given: positive, finite and at most [`MAX_RATE`].
+pub fn check_rate(rate: f64) -> Result<f64, String> {
+    if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "`{rate}` is not a usable rate: give requests per second, more than 0 and at most {MAX_RATE}"
+        ))
+    }
+}
+
+/// `--rate N` (for clap).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of requests per second"))?;
+    check_rate(rate)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -264,10 +292,23 @@ impl ProviderSection {
                 "`rate` must be a positive number of requests per second".into(),
             ));
         }
+        if let Some(rate) = self.rate {
+            check_rate(rate).map_err(|e| err(format!("`rate`: {e}")))?;
+        }
         if self.concurrency == Some(0) || self.max_in_flight == Some(0) {
             return Err(err(
                 "`concurrency` and `max_in_flight` must be at least 1".into()
             ));
+        }
+        if self.concurrency.is_some_and(|c| c > MAX_CONCURRENCY) {
+            return Err(err(format!(
+                "`concurrency` may be at most {MAX_CONCURRENCY} rows in flight"
+            )));
+        }
+        if self.max_in_flight.is_some_and(|c| c > MAX_IN_FLIGHT) {
+            return Err(err(format!(
+                "`max_in_flight` may be at most {MAX_IN_FLIGHT} requests"
+            )));
         }
         Ok(ProviderConfig {
             name: name.to_string(),
@@ -313,21 +354,38 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Parses a base URL: `https://` anywhere, `http://` only to loopback (SPEC 2.1), no query.
+/// A base URL as it may be shown in a message: anything that could carry a credential (the
+/// part before `@`, a query, a fragment) is replaced by `[redacted]`, whether or not it parses.
+fn shown_url(raw: &str) -> String {
+    let (head, cut) = match raw.find(['?', '#']) {
+        Some(i) => (&raw[..i], true),
+        None => (raw, false),
+    };
+    let head = match (head.find("://"), head.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &head[..s], &head[at + 1..]),
+        (None, Some(at)) => format!("[redacted]@{}", &head[at + 1..]),
+        _ => head.to_string(),
+    };
+    if cut {
+        format!("{head}?[redacted]")
+    } else {
+        head
+    }
+}
+
+/// Parses a base URL: `https://` anywhere, `http://` only to loopback (SPEC 2.1), no
+/// credentials, query or fragment. Messages show the URL without those parts.
 pub fn check_base_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("base_url `{raw}` is not a URL: {e}"))?;
+    let shown = shown_url(raw);
+    let url = Url::parse(raw).map_err(|e| format!("base_url `{shown}` is not a URL: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        // Never echo it: the part before `@` is a credential.
-        let mut shown = url.clone();
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
         return Err(format!(
             "base_url `{shown}` must not carry credentials (user:password@); they come only from the environment (token_env, account_sid_env, auth_token_env)"
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "base_url `{raw}` must not have a query or fragment"
+            "base_url `{shown}` must not have a query or fragment (they could carry a credential; credentials come only from the environment)"
         ));
     }
     match url.scheme() {
@@ -341,18 +399,18 @@ pub fn check_base_url(raw: &str) -> Result<Url, String> {
             };
             if !loopback {
                 return Err(format!(
-                    "base_url `{raw}` uses plain http:// to a non-loopback host; credentials would travel unencrypted — use https://"
+                    "base_url `{shown}` uses plain http:// to a non-loopback host; credentials would travel unencrypted — use https://"
                 ));
             }
         }
         other => {
             return Err(format!(
-                "base_url `{raw}` has scheme `{other}`; use https://"
+                "base_url `{shown}` has scheme `{other}`; use https://"
             ))
         }
     }
     if url.host().is_none() {
-        return Err(format!("base_url `{raw}` has no host"));
+        return Err(format!("base_url `{shown}` has no host"));
     }
     Ok(url)
 }
@@ -413,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_bounded() {
+        for (setting, needle) in [
+            ("rate = 5e9", "`rate`"),
+            ("concurrency = 100000", "`concurrency`"),
+            ("max_in_flight = 100000000", "`max_in_flight`"),
+        ] {
+            let err =
+                Providers::from_toml(&format!("[providers.x]\nkind = \"emnify\"\n{setting}\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(needle), "{setting}: {err}");
+        }
+        assert!(parse_rate("1e308").is_err());
+        assert!(parse_rate("NaN").is_err());
+        assert!(parse_rate("0").is_err());
+        assert_eq!(parse_rate("250"), Ok(250.0));
+    }
+
+    #[test]
     fn http_only_to_loopback() {
         assert!(check_base_url("http://127.0.0.1:8080/emnify").is_ok());
         assert!(check_base_url("http://localhost:1").is_ok());
@@ -423,5 +500,15 @@ mod tests {
         let e = check_base_url("https://user:hunter2@cdn.emnify.net/").unwrap_err();
         assert!(e.contains("must not carry credentials"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+        for raw in [
+            "https://cdn.emnify.net/?token=hunter2",
+            "https://cdn.emnify.net/#hunter2",
+            "https://u:hunter2 x@cdn emnify.net",
+            "ftp://cdn.emnify.net/?k=hunter2",
+        ] {
+            let e = check_base_url(raw).unwrap_err();
+            assert!(!e.contains("hunter2"), "{raw}: {e}");
+            assert!(e.contains("[redacted]"), "{raw}: {e}");
+        }
     }
 }

@@ -179,6 +179,11 @@ fn secret(credentials: &Credentials, provider: &str, var: &str) -> anyhow::Resul
         Credentials::Given(map) => map.get(provider).cloned(),
     };
     match value {
+        // A credential travels in an HTTP header: a line break or other control character
+        // would fail every request of the run (the value is never echoed).
+        Some(v) if v.chars().any(char::is_control) => bail!(
+            "provider `{provider}`: the value of {var} holds a control character (a line break?); a credential cannot — check how the variable was set"
+        ),
         Some(v) if !v.trim().is_empty() => Ok(v),
         _ => bail!("provider `{provider}`: set the environment variable {var} (credentials are read only from the environment)"),
     }
@@ -404,7 +409,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
                             v.valid_rows
                         );
                     }
-                    FileValidation::clean(&req.job, v.valid_rows, v.counts)
+                    FileValidation::clean(&req.job, v.valid_rows, v.counts, v.duplicate_of)
                 }
                 None => {
                     let mut v = validate_file(&stored, Some(job_format), &req.parse);
@@ -545,6 +550,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
                         .iter()
                         .map(|((p, a), n)| (p.clone(), *a, *n))
                         .collect(),
+                    duplicate_of: validation.duplicate_of.clone(),
                 }
             }),
         };
@@ -627,6 +633,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         stop: stop.clone(),
         open,
         prefix,
+        duplicate_of: validation.duplicate_of.iter().copied().collect(),
     });
     if req.handle_ctrl_c {
         let (stop, progress) = (stop.clone(), progress.clone());

@@ -1,5 +1,7 @@
 //! Cross-row checks of SPEC 1.4: the same target twice with the same action is a warning; the
-//! same target with conflicting actions outside one `group` is an error.
+//! same target with conflicting actions outside one `group` is an error. The warning promises
+//! "it will be done once": the repeats are returned (line → line of the first), and a run
+//! skips them.
 //!
 //! These need every row's target, which a streaming pass cannot keep in memory without growing
 //! with the file. So each row becomes a fixed-size record (target as a 128-bit number, action,
@@ -98,9 +100,11 @@ impl DuplicateCheck {
                 i
             }
         };
+        // Both spellings of one ICCID (19 digits without its check digit, 20 with) are one
+        // target.
         let (is_euicc, id) = match &row.target {
-            Target::Sim { iccid, .. } => (0, iccid.as_str()),
-            Target::Euicc { eid, .. } => (1, eid.as_str()),
+            Target::Sim { iccid, .. } => (0, iccid.canonical()),
+            Target::Euicc { eid, .. } => (1, eid.as_str().to_string()),
         };
         self.chunk.push(Record {
             provider,
@@ -134,8 +138,9 @@ impl DuplicateCheck {
         Ok(())
     }
 
-    /// Walks all records in target order and reports what it finds.
-    pub fn finish(mut self, out: &mut Diagnostics) -> io::Result<()> {
+    /// Walks all records in target order and reports what it finds; returns the repeats of an
+    /// earlier row's change, as (line, line of the first), by line.
+    pub fn finish(mut self, out: &mut Diagnostics) -> io::Result<Vec<(u64, u64)>> {
         self.chunk.sort_unstable();
         let mut sources: Vec<Box<dyn Iterator<Item = io::Result<Record>>>> = Vec::new();
         for file in std::mem::take(&mut self.spilled) {
@@ -154,22 +159,29 @@ impl DuplicateCheck {
             }
         }
         let mut first: Option<Record> = None;
+        let mut repeats = Vec::new();
         while let Some(Reverse((record, i))) = heap.pop() {
             if let Some(next) = sources[i].next() {
                 heap.push(Reverse((next?, i)));
             }
             match first {
-                Some(f) if f.same_target(&record) => self.compare(&f, &record, out),
+                Some(f) if f.same_target(&record) => {
+                    if self.compare(&f, &record, out) {
+                        repeats.push((record.line, f.line));
+                    }
+                }
                 _ => first = Some(record),
             }
         }
-        Ok(())
+        repeats.sort_unstable();
+        Ok(repeats)
     }
 
-    fn compare(&self, first: &Record, later: &Record, out: &mut Diagnostics) {
+    /// Reports a later row of the first's target; true when it repeats the first's change.
+    fn compare(&self, first: &Record, later: &Record, out: &mut Diagnostics) -> bool {
         let same_group = first.group != 0 && first.group == later.group;
         if same_group {
-            return; // steps of one group run in order: that is what groups are for
+            return false; // steps of one group run in order: that is what groups are for
         }
         let what = if first.is_euicc == 1 { "EID" } else { "ICCID" };
         let id = format!("{:0width$}", later.id, width = later.id_len as usize);
@@ -183,6 +195,7 @@ impl DuplicateCheck {
                     first.line
                 ),
             ));
+            true
         } else {
             let first_action = Action::ALL[first.action as usize];
             let detail = if first.action == later.action {
@@ -198,6 +211,7 @@ impl DuplicateCheck {
                     first.line
                 ),
             ));
+            false
         }
     }
 }
@@ -267,6 +281,25 @@ mod tests {
         let mut out = Diagnostics::with_cap(100);
         dup.finish(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn repeats_are_returned_and_both_iccid_spellings_are_one_target() {
+        let long = "89883030000000000015";
+        let short = &long[..19];
+        let mut dup = DuplicateCheck::new();
+        for r in [
+            row(2, long, Operation::Suspend, None),
+            row(3, short, Operation::Suspend, None),
+            row(4, long, Operation::Suspend, Some("g")),
+            row(5, short, Operation::Activate, None),
+        ] {
+            dup.add(&r).unwrap();
+        }
+        let mut out = Diagnostics::with_cap(10);
+        let repeats = dup.finish(&mut out).unwrap();
+        assert_eq!(repeats, [(3, 2), (4, 2)]);
+        assert_eq!(out.error_count(), 1, "line 5 conflicts with line 2");
     }
 
     #[test]

@@ -86,6 +86,15 @@ pub fn eid_complete(body: &str) -> String {
     format!("{body}{:02}", eid_check_digits(body))
 }
 
+/// [`Iccid::canonical`] of any digit string (as a provider's listing gives it).
+pub fn canonical_iccid(iccid: &str) -> String {
+    if iccid.len() == 19 {
+        luhn_complete(iccid)
+    } else {
+        iccid.to_string()
+    }
+}
+
 /// A SIM's ICCID as written in a job file: 19 or 20 digits starting `89`, the last a Luhn digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Iccid(String);
@@ -162,6 +171,13 @@ impl Iccid {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The one spelling of this SIM that every form of it shares: a 19-digit ICCID is taken as
+    /// emnify's `iccid` (without its check digit, SPEC 1.3) and gets its Luhn digit; a 20-digit
+    /// one is already whole. Listings, duplicate checks and job rows meet on this form.
+    pub fn canonical(&self) -> String {
+        canonical_iccid(&self.0)
     }
 
     /// The ICCID without its check digit, as emnify's `iccid` field reports it.

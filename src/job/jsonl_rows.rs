@@ -1,11 +1,16 @@
 //! Streaming JSONL job reader: one JSON object per line, keys matched like CSV header names
 //! (any case). Blank lines and lines starting with `#` are skipped. String, number and boolean
 //! values are accepted for known keys; nested values are carried as JSON text in extra keys.
+//!
+//! A line is read as its top-level entries in order, repeats kept ([`Line`]): a JSON map keeps
+//! the last of a repeated key, so `"iccid":A, …, "iccid":B` would silently change B. A key
+//! named twice is an error naming the line.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::sync::Arc;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::columns::{match_header, HeaderMatch};
@@ -61,19 +66,24 @@ impl<R: BufRead> JsonlRows<R> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             return Ok(None);
         }
-        let object: serde_json::Map<String, Value> = match serde_json::from_str(trimmed) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
+        let object = match serde_json::from_str::<Line>(trimmed) {
+            Ok(Line::Object(entries)) => entries,
+            Ok(Line::Other(kind)) => {
                 return Err(ReadProblem::row(
                     line,
-                    format!(
-                        "expected a JSON object per line, found {}",
-                        json_kind(&other)
-                    ),
+                    format!("expected a JSON object per line, found {kind}"),
                 ))
             }
             Err(e) => return Err(ReadProblem::row(line, format!("not valid JSON: {e}"))),
         };
+        if let Some(key) = repeated_key(&object) {
+            return Err(ReadProblem::row(
+                line,
+                format!(
+                    "key `{key}` appears more than once in this object; which value is meant? (a JSON reader would silently take the last)"
+                ),
+            ));
+        }
         let mut row = RawRow {
             line,
             ..RawRow::default()
@@ -146,6 +156,74 @@ impl<R: BufRead> JsonlRows<R> {
         }
         Ok(Some(row))
     }
+}
+
+/// One JSONL line: its top-level entries in order (repeats kept), or what else it is.
+enum Line {
+    Object(Vec<(String, Value)>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Line {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Line, D::Error> {
+        deserializer.deserialize_any(LineVisitor)
+    }
+}
+
+struct LineVisitor;
+
+impl<'de> Visitor<'de> for LineVisitor {
+    type Value = Line;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            entries.push(entry);
+        }
+        Ok(Line::Object(entries))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Line, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Line::Other("an array"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Line, E> {
+        Ok(Line::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Line, E> {
+        Ok(Line::Other("a string"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Line, E> {
+        Ok(Line::Other("null"))
+    }
+}
+
+/// The first key that an object names more than once, exactly.
+fn repeated_key(entries: &[(String, Value)]) -> Option<&str> {
+    let mut seen = HashSet::with_capacity(entries.len());
+    entries
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| !seen.insert(*k))
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -223,5 +301,22 @@ mod tests {
         assert!(messages[2].contains("must be a string"));
         assert!(messages[3].contains("did you mean `rollback`"));
         assert!(messages[4].contains("see the first line"));
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_not_last_wins() {
+        let input =
+            "{\"action\":\"suspend\",\"iccid\":\"1\",\"iccid\":\"2\"}\n{\"note\":1,\"note\":2}\n";
+        let messages: Vec<String> = JsonlRows::new(input.as_bytes())
+            .map(|r| r.unwrap_err().diagnostic.message)
+            .collect();
+        assert!(
+            messages[0].contains("key `iccid` appears more than once"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("key `note` appears more than once"),
+            "{messages:?}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Opening a job file: the format (from `--format` or the extension), the encoding checks that
-//! must happen before any parsing (UTF-8 BOM stripped, UTF-16 and empty files refused), the
-//! 1 MiB line cap that keeps memory bounded whatever the input, and the raw row type both
-//! readers produce.
+//! must happen before any parsing (UTF-8 BOM stripped, UTF-16 and empty files refused), line
+//! endings (LF, CRLF, and a lone CR, which spreadsheets and the csv crate read as a line break:
+//! a file with mixed endings must not lose a row), the 1 MiB line cap that keeps memory
+//! bounded whatever the input, and the raw row type both readers produce.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -97,12 +98,15 @@ pub fn io_problem(err: &io::Error) -> ReadProblem {
     }
 }
 
-/// Fails a read once any line exceeds [`MAX_LINE_BYTES`]. Counts physical lines to say which.
+/// Gives every line break as LF (a lone CR, and CRLF, become one LF) and fails a read once
+/// any line exceeds [`MAX_LINE_BYTES`]. Counts physical lines to say which.
 pub struct LineCapped<R> {
     inner: R,
     run: usize,
     line: u64,
     limit: usize,
+    /// The last byte read was a CR (already given as LF): an LF right after it is dropped.
+    after_cr: bool,
 }
 
 impl<R: Read> LineCapped<R> {
@@ -116,28 +120,47 @@ impl<R: Read> LineCapped<R> {
             run: 0,
             line: 1,
             limit,
+            after_cr: false,
         }
     }
 }
 
 impl<R: Read> Read for LineCapped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                self.run = 0;
-                self.line += 1;
-            } else {
-                self.run += 1;
-                if self.run > self.limit {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        LineTooLong { line: self.line },
-                    ));
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut kept = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.after_cr {
+                    self.after_cr = false;
+                    continue; // the CR of this CRLF was the break
+                }
+                self.after_cr = b == b'\r';
+                let b = if self.after_cr { b'\n' } else { b };
+                buf[kept] = b;
+                kept += 1;
+                if b == b'\n' {
+                    self.run = 0;
+                    self.line += 1;
+                } else {
+                    self.run += 1;
+                    if self.run > self.limit {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            LineTooLong { line: self.line },
+                        ));
+                    }
                 }
             }
+            // All of it was the LF of a CRLF split across reads: read on (0 would mean the end).
+            if kept > 0 {
+                return Ok(kept);
+            }
         }
-        Ok(n)
     }
 }
 
@@ -191,6 +214,19 @@ mod tests {
         let problem = io_problem(&err);
         assert!(problem.fatal);
         assert_eq!(problem.diagnostic.line, Some(3));
+    }
+
+    #[test]
+    fn every_line_ending_is_one_lf() {
+        let data = b"a\r\nb\rc\nd\r\r\ne\r".to_vec();
+        let mut out = Vec::new();
+        LineCapped::new(&data[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"a\nb\nc\nd\n\ne\n");
+        // A CRLF split across two reads is still one break.
+        let mut split = LineCapped::new(io::Read::chain(&b"x\r"[..], &b"\ny"[..]));
+        let mut out = Vec::new();
+        split.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"x\ny");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct FileValidation {
     pub diagnostics: Diagnostics,
     /// The file could not be read to its end.
     pub unreadable: bool,
+    /// Rows that repeat an earlier row's change (same target, action and parameters): (line,
+    /// line of the first), by line. A run does each such change once and skips the repeats.
+    pub duplicate_of: Vec<(u64, u64)>,
 }
 
 impl FileValidation {
@@ -33,6 +36,7 @@ impl FileValidation {
         path: &Path,
         valid_rows: u64,
         counts: impl IntoIterator<Item = (String, Action, u64)>,
+        duplicate_of: Vec<(u64, u64)>,
     ) -> FileValidation {
         FileValidation {
             path: path.display().to_string(),
@@ -41,6 +45,7 @@ impl FileValidation {
             counts: counts.into_iter().map(|(p, a, n)| ((p, a), n)).collect(),
             diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
             unreadable: false,
+            duplicate_of,
         }
     }
 
@@ -55,6 +60,7 @@ impl FileValidation {
             counts: BTreeMap::new(),
             diagnostics,
             unreadable: true,
+            duplicate_of: Vec::new(),
         }
     }
 
@@ -141,6 +147,7 @@ fn validate(path: &Path, opened: Result<JobReader, Diagnostic>) -> FileValidatio
         counts: BTreeMap::new(),
         diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
         unreadable: false,
+        duplicate_of: Vec::new(),
     };
     let reader = match opened {
         Ok(reader) => reader,
@@ -190,8 +197,9 @@ fn validate(path: &Path, opened: Result<JobReader, Diagnostic>) -> FileValidatio
             "the file has no rows (only a header, blank or comment lines)",
         ));
     }
-    if let Err(e) = duplicates.finish(&mut result.diagnostics) {
-        result.diagnostics.push(spill_error(&e));
+    match duplicates.finish(&mut result.diagnostics) {
+        Ok(repeats) => result.duplicate_of = repeats,
+        Err(e) => result.diagnostics.push(spill_error(&e)),
     }
     result
 }

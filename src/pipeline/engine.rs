@@ -21,7 +21,7 @@ use super::lane::Lane;
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::{JobFormat, JobReader, JobRow, ParseOptions, RowResult};
-use crate::store::{CheckpointStore, FinishedPrefix, Outcome, Phase, RowRecord};
+use crate::store::{CheckpointStore, FinishedPrefix, Outcome, RowRecord};
 
 /// `--max-failures N` or `N%`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,6 +179,9 @@ pub struct Engine {
     /// Leading rows that earlier invocations finished: the lanes skip them unread (groups
     /// still read theirs, to know how far each group got), and they are counted once, here.
     pub prefix: FinishedPrefix,
+    /// Rows that repeat an earlier row's change, by line → the first's line: done once, the
+    /// repeats `skipped` (validation warned "it will be done once").
+    pub duplicate_of: std::collections::HashMap<u64, u64>,
 }
 
 /// Reads the job from row `skip` on and hands each valid row (with its index) to `keep`,
@@ -495,6 +498,14 @@ impl Engine {
             }
             return Some(outcome);
         }
+        if let Some(first) = self.duplicate_of.get(&row.line) {
+            self.note(Outcome::Skipped, true);
+            let reason = format!("duplicate of line {first}");
+            writer
+                .put(index, RowRecord::decided(Outcome::Skipped, reason))
+                .await;
+            return Some(Outcome::Skipped);
+        }
         // `not_before`: the row is held, not failed, until its time (a stop — Ctrl-C, the
         // window's close, `--until` — ends the wait and leaves the row for the next run).
         if let Some(at) = row.not_before {
@@ -618,16 +629,14 @@ impl Engine {
                 {
                     continue;
                 }
-                let mut record = RowRecord::sending(chrono::Utc::now(), 0);
-                record.phase = Phase::Done;
-                record.outcome = Some(Outcome::Blocked);
-                record.reason = Some(format!(
+                let reason = format!(
                     "an earlier row of group `{}` (line {line}) did not succeed",
                     row.group.as_deref().unwrap_or_default()
-                ));
-                record.finished_at = record.started_at;
+                );
                 self.note(Outcome::Blocked, true);
-                writer.put(index, record).await;
+                writer
+                    .put(index, RowRecord::decided(Outcome::Blocked, reason))
+                    .await;
                 continue;
             }
             let Some(lane) = self.lanes.get(&row.provider) else {

@@ -114,11 +114,7 @@ const LISTING_PAGES_AT_ONCE: usize = 8;
 /// The ICCID under which a lane's listing and its job rows meet (emnify's 19-digit form gets
 /// its Luhn digit).
 pub fn snapshot_key(iccid: &str) -> String {
-    if iccid.len() == 19 {
-        crate::job::ids::luhn_complete(iccid)
-    } else {
-        iccid.to_string()
-    }
+    crate::job::ids::canonical_iccid(iccid)
 }
 
 impl Lane {

@@ -26,9 +26,9 @@ impl FromStr for LimitMode {
                 let k = s
                     .strip_prefix("scaled:")
                     .and_then(|k| k.parse::<f64>().ok())
-                    .filter(|k| k.is_finite() && *k > 0.0)
+                    .filter(|k| k.is_finite() && *k > 0.0 && *k <= 10_000.0)
                     .ok_or_else(|| {
-                        format!("`{s}`: expected documented, off or scaled:K with K > 0")
+                        format!("`{s}`: expected documented, off or scaled:K with 0 < K <= 10000")
                     })?;
                 Ok(LimitMode::Scaled(k))
             }
@@ -79,6 +79,9 @@ impl FromStr for Latency {
         };
         let base_ms = parse(base)?;
         let jitter_ms = jitter.map(parse).transpose()?.unwrap_or(0);
+        if base_ms > 600_000 {
+            return Err(format!("`{s}`: at most 600000 ms (ten minutes)"));
+        }
         if jitter_ms > base_ms {
             return Err(format!("`{s}`: jitter may not exceed the base latency"));
         }

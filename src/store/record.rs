@@ -110,6 +110,18 @@ impl RowRecord {
         }
     }
 
+    /// A row decided without a request (blocked by its group, a repeat of another row): final
+    /// at once, with its reason.
+    pub fn decided(outcome: Outcome, reason: String) -> Self {
+        let now = Utc::now();
+        let mut record = RowRecord::sending(now, 0);
+        record.phase = Phase::Done;
+        record.outcome = Some(outcome);
+        record.reason = Some(reason);
+        record.finished_at = Some(now);
+        record
+    }
+
     /// A change an earlier invocation left `pending` with the provider's reference: the next
     /// run confirms it by that reference and sends nothing (nor looks its target up).
     pub fn awaits_confirmation(&self) -> bool {
@@ -187,4 +199,7 @@ pub struct StoredValidation {
     pub valid_rows: u64,
     /// Valid rows per provider name and action.
     pub counts: Vec<(String, Action, u64)>,
+    /// Rows that repeat an earlier row's change: (line, line of the first).
+    #[serde(default)]
+    pub duplicate_of: Vec<(u64, u64)>,
 }

@@ -76,7 +76,13 @@ fn check(bytes: &[u8], format: JobFormat) -> Result<(), TestCaseError> {
     file.write_all(bytes).unwrap();
     file.flush().unwrap();
     let options = ParseOptions::default();
-    let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    // Line breaks as the readers count them: LF, CRLF, and a lone CR.
+    let lines = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' || (**b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count() as u64
+        + 1;
 
     let validation = validate_file(file.path(), None, &options);
     for d in validation.diagnostics.sorted() {

@@ -258,3 +258,239 @@ async fn special_files_are_read_once_and_refused_at_once_when_not_text() {
     assert_eq!(output.status.code(), Some(0), "fifo: {}", show(&output));
     assert_eq!(journal_targets(&env).await.len(), 4);
 }
+
+/// An emnify SIM whose 19-digit form (emnify's `iccid`, without the check digit) also passes
+/// the Luhn check, so that both forms are valid in one job file.
+fn sim_with_two_valid_forms() -> u64 {
+    (1..100)
+        .find(|i| {
+            let short = format!("{EMNIFY_PREFIX}{i:012}");
+            let (body, check) = short.split_at(18);
+            simbatch::job::ids::luhn_check_digit(body) == Some(check.as_bytes()[0] - b'0')
+        })
+        .expect("one in ten numbers is Luhn-valid")
+}
+
+/// Case 5: a JSONL object that names a key twice (the last would silently win) is a
+/// validation error naming the line; the 19- and 20-digit forms of one ICCID are one target
+/// for the duplicate and conflict check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_05_repeated_keys_and_two_spellings_of_one_iccid_are_caught() {
+    let env = RunEnv::new(sandbox()).await;
+    let (a, b) = (
+        inventory::iccid(EMNIFY_PREFIX, 1),
+        inventory::iccid(EMNIFY_PREFIX, 2),
+    );
+    let path = env.write_job(
+        "keys.jsonl",
+        &format!(
+            "{{\"action\":\"suspend\",\"provider\":\"emnify\",\"iccid\":\"{a}\"}}\n{{\"action\":\"suspend\",\"provider\":\"emnify\",\"iccid\":\"{a}\",\"iccid\":\"{b}\"}}\n"
+        ),
+    );
+    for command in ["validate", "run"] {
+        let output = env.run(&[command, path.to_str().unwrap()]).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command}: {}",
+            show(&output)
+        );
+        let stderr = show(&output);
+        let expected = format!("{}:2: ", path.display());
+        assert!(
+            stderr.contains(&expected)
+                && stderr.contains("`iccid`")
+                && stderr.contains("more than once"),
+            "{command}: {stderr}"
+        );
+    }
+
+    let i = sim_with_two_valid_forms();
+    let long = inventory::iccid(EMNIFY_PREFIX, i);
+    let short = &long[..19];
+    let path = env.write_job(
+        "forms.csv",
+        &format!("action,provider,iccid\nsuspend,emnify,{long}\nactivate,emnify,{short}\n"),
+    );
+    for command in ["validate", "run"] {
+        let output = env.run(&[command, path.to_str().unwrap()]).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command}: {}",
+            show(&output)
+        );
+        let stderr = show(&output);
+        assert!(
+            stderr.contains(&format!("{}:3: conflict", path.display())),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(env.sb.journal().await.is_empty(), "nothing was sent");
+}
+
+/// Case 6: a lone CR inside a file (mixed line endings) is a line break, as spreadsheets and
+/// the csv crate read it: three rows are three rows, in CSV and in JSONL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_06_a_lone_cr_is_a_line_break_and_no_row_is_dropped() {
+    let env = RunEnv::new(sandbox()).await;
+    let [a, b, c] = [1, 2, 3].map(|i| inventory::iccid(EMNIFY_PREFIX, i));
+    let csv = env.write_job(
+        "mixed.csv",
+        &format!("action,provider,iccid\r\nsuspend,emnify,{a}\rsuspend,emnify,{b}\nsuspend,emnify,{c}\r\n"),
+    );
+    let output = env.run(&["validate", csv.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("3 valid rows"),
+        "{}",
+        show(&output)
+    );
+    let output = env.run(&["run", "-q", csv.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(env.results().len(), 3);
+    assert_eq!(journal_targets(&env).await.len(), 3);
+
+    let [d, e, f] = [4, 6, 7].map(|i| inventory::iccid(EMNIFY_PREFIX, i));
+    let line = |iccid: &str| {
+        format!("{{\"action\":\"suspend\",\"provider\":\"emnify\",\"iccid\":\"{iccid}\"}}")
+    };
+    let jsonl = env.write_job(
+        "mixed.jsonl",
+        &format!("{}\r{}\n{}\r\n", line(&d), line(&e), line(&f)),
+    );
+    let output = env.run(&["validate", jsonl.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("3 valid rows"),
+        "{}",
+        show(&output)
+    );
+}
+
+/// Case 9: the same change twice (validation warns "it will be done once") is done once: the
+/// later rows are `skipped` as duplicates of the first, for a suspension and for three
+/// identical profile downloads on one eUICC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_09_the_same_change_twice_is_done_once() {
+    let env = RunEnv::new(sandbox()).await;
+    let sim = inventory::iccid(EMNIFY_PREFIX, 1);
+    let eid = inventory::eid(1);
+    let download = format!("profile-download,emnify,,{eid},1$smdp.example.com$M-1,true,false\n");
+    let job = format!(
+        "action,provider,iccid,eid,activation_code,enable,rollback\nsuspend,emnify,{sim},,,,\n{download}suspend,emnify,{sim},,,,\n{download}{download}"
+    );
+    let path = env.write_job("twice.csv", &job);
+    let output = env
+        .run(&["run", "--wait-timeout", "60s", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    let outcomes: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r["outcome"].as_str(), r["reason"].as_str()))
+        .collect();
+    assert_eq!(outcomes[0].0, "succeeded", "{outcomes:?}");
+    assert_eq!(outcomes[1].0, "succeeded", "{outcomes:?}");
+    assert_eq!(
+        outcomes[2],
+        ("skipped", "duplicate of line 2"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[3],
+        ("skipped", "duplicate of line 3"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[4],
+        ("skipped", "duplicate of line 3"),
+        "{outcomes:?}"
+    );
+    let stats = env.sb.stats().await;
+    let sent = |label: &str| -> u64 {
+        stats["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"].as_str().is_some_and(|l| l == label))
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sent("PATCH /emnify/api/v1/sim/{sim_id}"), 1, "{stats}");
+    assert_eq!(
+        sent("POST /emnify/api/v1/euicc/{euicc_id}/operation"),
+        1,
+        "{stats}"
+    );
+}
+
+/// Case 15: absurd numbers on the command line or in the config — a rate of 1e308 or 5e9
+/// requests/s, hundreds of millions of workers, a wait of a hundred million years — are
+/// refused with a message naming the value's place (exit 2, nothing sent), by `validate` too
+/// for the config; never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_15_absurd_numbers_are_refused_clearly() {
+    let env = RunEnv::new(sandbox()).await;
+    let path = env.write_job("job.csv", &emnify_job("suspend", [1]));
+    let job = path.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["run", "--rate", "1e308", job], "--rate"),
+        (vec!["run", "--rate", "NaN", job], "--rate"),
+        (
+            vec!["run", "--wait-timeout", "100000000years", job],
+            "--wait-timeout",
+        ),
+        (
+            vec![
+                "export",
+                "--provider",
+                "emnify",
+                "--rate",
+                "1e300",
+                "-o",
+                "x.csv",
+            ],
+            "--rate",
+        ),
+        (vec!["plan", "--rate", "1e300", job], "--rate"),
+    ] {
+        let output = env.run(&args).await;
+        let text = show(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(needle), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+    let base = env.sb.base.clone();
+    for (setting, needle) in [
+        ("rate = 5e9", "`rate`"),
+        ("rate = 1e308", "`rate`"),
+        ("concurrency = 100000000", "`concurrency`"),
+        ("max_in_flight = 100000000", "`max_in_flight`"),
+    ] {
+        let config = env.write_job(
+            "absurd.toml",
+            &format!(
+                "[providers.emnify]\nkind = \"emnify\"\nbase_url = \"{base}/emnify\"\n{setting}\n"
+            ),
+        );
+        for command in ["validate", "run"] {
+            let output = env
+                .run(&[command, "--config", config.to_str().unwrap(), job])
+                .await;
+            let text = show(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{setting} ({command}): {text}"
+            );
+            assert!(text.contains(needle), "{setting} ({command}): {text}");
+            assert!(!text.contains("panicked"), "{setting} ({command}): {text}");
+        }
+    }
+    assert_eq!(
+        env.sb.stats().await["requests_total"],
+        0,
+        "nothing was sent"
+    );
+}

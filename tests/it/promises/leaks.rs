@@ -204,3 +204,65 @@ async fn case_13_provider_messages_are_redacted_and_stripped_of_control_characte
     }
     let _ = TOKEN;
 }
+
+/// Case 12: a secret in a `base_url` (user:password@, a query, a fragment, or a value that does
+/// not even parse) is never echoed in an error; a credential that cannot travel in an HTTP
+/// header (it holds a newline) is refused before anything is sent, naming its variable and not
+/// its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_12_secrets_in_urls_are_never_echoed_and_bad_credentials_refused_up_front() {
+    const SECRET: &str = "Zq9SecretInUrl7";
+    let env = RunEnv::new(sandbox()).await;
+    let path = env.write_job("job.csv", &job());
+    for url in [
+        format!("https://user:{SECRET}@api.telnyx.com"),
+        format!("https://api.telnyx.com/?api_key={SECRET}"),
+        format!("https://api.telnyx.com/#{SECRET}"),
+        format!("https://user:{SECRET} x@api telnyx.com"),
+        format!("ftp://api.telnyx.com/?token={SECRET}"),
+        format!("http://10.0.0.1/?token={SECRET}"),
+    ] {
+        let config = env.write_job(
+            "secret.toml",
+            &format!("[providers.telnyx]\nkind = \"telnyx\"\nbase_url = \"{url}\"\n"),
+        );
+        for command in ["validate", "run"] {
+            let output = env
+                .run(&[
+                    command,
+                    "--config",
+                    config.to_str().unwrap(),
+                    path.to_str().unwrap(),
+                ])
+                .await;
+            let text = show(&output);
+            assert_eq!(output.status.code(), Some(2), "{url} ({command}): {text}");
+            assert!(text.contains("base_url"), "{url} ({command}): {text}");
+            assert!(
+                !text.contains(SECRET),
+                "{url} ({command}) echoed the secret: {text}"
+            );
+        }
+    }
+
+    let output = env
+        .run_with_token(&["run", path.to_str().unwrap()], "first-line\nsecond-line")
+        .await;
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("EMNIFY_APPLICATION_TOKEN")
+            || text.contains("TELNYX_API_KEY")
+            || text.contains("TWILIO_AUTH_TOKEN"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("second-line"),
+        "the value was echoed: {text}"
+    );
+    assert_eq!(
+        env.sb.stats().await["requests_total"],
+        0,
+        "nothing was sent"
+    );
+}
