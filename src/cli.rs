@@ -196,6 +196,10 @@ pub struct RunArgs {
     /// Allow irreversible actions (delete, profile-delete)
     #[arg(long)]
     pub allow_irreversible: bool,
+    /// Resume a run although a provider name now points at another account (base_url or
+    /// credential variables) than the run started on
+    #[arg(long)]
+    pub allow_account_change: bool,
     /// Run the valid rows; list invalid ones in the reports as `invalid`
     #[arg(long)]
     pub skip_invalid: bool,

@@ -60,6 +60,9 @@ pub struct RunRequest {
     /// How long to wait for confirmations; `None` for `--no-wait`.
     pub wait: Option<Duration>,
     pub allow_irreversible: bool,
+    /// Resume even though a provider name now points at another account than the run started
+    /// on (`--allow-account-change`).
+    pub allow_account_change: bool,
     pub skip_invalid: bool,
     pub fresh: bool,
     pub results_format: Option<JobFormat>,
@@ -87,6 +90,7 @@ impl RunRequest {
             preflight: true,
             wait: Some(Duration::from_secs(600)),
             allow_irreversible: false,
+            allow_account_change: false,
             skip_invalid: false,
             fresh: false,
             schedule: Schedule::default(),
@@ -96,6 +100,60 @@ impl RunRequest {
             handle_ctrl_c: false,
         }
     }
+}
+
+/// The accounts (kind, base URL, credential variables) behind the provider names a job uses,
+/// as recorded in a run's manifest.
+fn accounts<'a>(req: &RunRequest, names: impl Iterator<Item = &'a str>) -> Vec<serde_json::Value> {
+    let mut names: Vec<&str> = names.collect();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| req.parse.providers.get(name))
+        .map(|c| {
+            let credentials = match (&req.credentials, &c.credentials) {
+                (Credentials::Given(_), _) => "given in code".to_string(),
+                (_, CredentialEnv::Token(var)) => var.clone(),
+                (_, CredentialEnv::Basic { username, password }) => format!("{username}+{password}"),
+            };
+            json!({"name": c.name, "kind": c.kind, "base_url": c.base_url.as_str(), "credentials": credentials})
+        })
+        .collect()
+}
+
+/// How the accounts of this invocation differ from those a run recorded, in words; `None`
+/// when every provider name is on the account it was (names the run did not record, from an
+/// older manifest, are not compared).
+fn account_change(recorded: &serde_json::Value, now: &[serde_json::Value]) -> Option<String> {
+    let describe = |a: &serde_json::Value| {
+        format!(
+            "{} at {} (credentials {})",
+            a["kind"].as_str().unwrap_or("?"),
+            a["base_url"].as_str().unwrap_or("?"),
+            a["credentials"].as_str().unwrap_or("?")
+        )
+    };
+    let changes: Vec<String> = now
+        .iter()
+        .filter_map(|a| {
+            let before = recorded
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == a["name"])?;
+            let same = ["kind", "base_url", "credentials"]
+                .iter()
+                .all(|k| before.get(*k).is_none() || before[*k] == a[*k]);
+            (!same).then(|| {
+                format!(
+                    "provider `{}` was {}, is now {}",
+                    a["name"].as_str().unwrap_or("?"),
+                    describe(before),
+                    describe(a)
+                )
+            })
+        })
+        .collect();
+    (!changes.is_empty()).then(|| changes.join("; "))
 }
 
 /// A state store that cannot be used: its message, and exit 4.
@@ -460,6 +518,21 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     }
 
+    // The provider accounts the run acts on; a resume must act on the ones it started on.
+    let accounts = accounts(&req, validation.counts.keys().map(|(p, _)| p.as_str()));
+    if let Some((_, manifest)) = &resume {
+        if let Some(refusal) = account_change(&manifest.options["accounts"], &accounts) {
+            if !req.allow_account_change {
+                eprintln!(
+                    "simbatch: run {} started on another account: {refusal}; pass --allow-account-change to resume it there. Nothing was sent.",
+                    manifest.run_id
+                );
+                return Ok(RunOutcome::early(ExitCode::Usage));
+            }
+            eprintln!("simbatch: warning: resuming run {} on another account (--allow-account-change): {refusal}", manifest.run_id);
+        }
+    }
+
     // 3. Lanes for the providers the job uses.
     let mut lanes = BTreeMap::new();
     for (provider, _) in validation.counts.keys() {
@@ -515,13 +588,15 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         Ok(r) => r,
         Err(e) => return Ok(store_failed(e)),
     };
-    let accounts: Vec<serde_json::Value> = lanes
-        .values()
-        .map(|l| {
-            let c = req.parse.providers.get(&l.name).expect("configured");
-            json!({"name": l.name, "kind": l.kind, "base_url": c.base_url.as_str()})
-        })
-        .collect();
+    if resumed && req.allow_account_change {
+        // From now on the run is on these accounts: the next resume compares with them.
+        if let Ok(Some(mut manifest)) = run_store.manifest() {
+            manifest.options["accounts"] = json!(accounts);
+            if let Err(e) = run_store.write_manifest(&manifest) {
+                return Ok(store_failed(e));
+            }
+        }
+    }
     if !resumed {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,

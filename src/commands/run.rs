@@ -26,6 +26,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         preflight: !args.no_preflight,
         wait: (!args.no_wait).then_some(args.wait_timeout),
         allow_irreversible: args.allow_irreversible,
+        allow_account_change: args.allow_account_change,
         skip_invalid: args.skip_invalid,
         fresh: args.fresh,
         results_format: args.report_format,

@@ -2,6 +2,7 @@
 //! an in-memory store and the real one can be swapped. The real store is sled (see `sled_store`).
 
 pub mod codec;
+pub mod ledger;
 pub mod record;
 pub mod sled_store;
 

@@ -11,7 +11,8 @@ use crate::job::Action;
 
 /// Bumped whenever a stored shape changes incompatibly.
 /// 2: row records in the binary form of `store::codec` (1: JSON).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: each run counts its commits, checked against the commit ledger beside the database.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A row's outcome (SPEC 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -2,19 +2,24 @@
 //! (sled's file lock turns a second process into a clear "busy" error, exit 4); one tree per
 //! run; rows in blocks of [`codec::ROWS_PER_BLOCK`] under `b'b' + block number (u64,
 //! big-endian)`, so key order is file order; the manifest under `b'm'` (JSON), the finished
-//! prefix under `b'p'`, the last summary under `b's'`. Every commit is one atomic batch
-//! followed by a flush: sled's flush protects against process crashes (kill -9), which is what
-//! resume needs, not against power loss.
+//! prefix under `b'p'`, the last summary under `b's'`, the run's count of commits under `b'c'`.
+//! Every durable write is one atomic batch (with the count) followed by a flush: sled's flush
+//! protects against process crashes (kill -9), which is what resume needs, not against power
+//! loss. After it, the commit ledger beside the database (`ledger`) records the count; on
+//! open, a run holding fewer commits than recorded means the directory is damaged.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::codec;
+use super::ledger::{self, Ledger};
 use super::record::{FinishedPrefix, Manifest, RowRecord, SCHEMA_VERSION};
 use super::{CheckpointStore, StoreError};
 
 const MANIFEST_KEY: &[u8] = b"m";
 const SUMMARY_KEY: &[u8] = b"s";
 const PREFIX_KEY: &[u8] = b"p";
+const COMMITS_KEY: &[u8] = b"c";
 const RUN_TREE_PREFIX: &str = "run:";
 /// sled defaults to a 1 GiB cache; a progress store needs little, and sled's memory is a
 /// multiple of this figure (measured with 1,000,000 rows of 80 bytes: peak RSS 75 MB with
@@ -40,6 +45,16 @@ fn place(index: u64) -> (u64, usize) {
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
+    ledger: Arc<Ledger>,
+}
+
+/// A tree's count of commits.
+fn commits_of(tree: &sled::Tree, dir: &Path) -> Result<u64, StoreError> {
+    Ok(tree
+        .get(COMMITS_KEY)
+        .map_err(|e| classify(dir, e))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 impl SledStore {
@@ -61,10 +76,49 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| classify(dir, e))?;
-        Ok(SledStore {
+        let mut store = SledStore {
             db,
             dir: dir.to_path_buf(),
-        })
+            ledger: Arc::new(Ledger::new(dir)),
+        };
+        store.ledger = Arc::new(store.checked_ledger()?);
+        Ok(store)
+    }
+
+    /// The directory's ledger, once every run it records is found whole in the database.
+    fn checked_ledger(&self) -> Result<Ledger, StoreError> {
+        let names = self.run_ids();
+        let Some(ledger) = Ledger::read(&self.dir)? else {
+            // No ledger: a new directory — or one whose ledger was lost, or one written by a
+            // simbatch before ledgers (its manifests say so).
+            for id in &names {
+                let run = self.run(id)?;
+                if run.manifest()?.is_some() {
+                    return Err(StoreError::Corrupt {
+                        dir: self.dir.clone(),
+                        detail: format!(
+                            "its commit ledger {} is missing, so the runs in it cannot be checked",
+                            ledger::LEDGER_FILE
+                        ),
+                    });
+                }
+            }
+            return Ok(Ledger::new(&self.dir));
+        };
+        for (id, recorded) in ledger.runs() {
+            if !names.contains(&id) {
+                return Err(ledger::lost(&self.dir, &id, None, recorded));
+            }
+            let tree = self
+                .db
+                .open_tree(format!("{RUN_TREE_PREFIX}{id}"))
+                .map_err(|e| classify(&self.dir, e))?;
+            let found = commits_of(&tree, &self.dir)?;
+            if found < recorded {
+                return Err(ledger::lost(&self.dir, &id, Some(found), recorded));
+            }
+        }
+        Ok(ledger)
     }
 
     pub fn dir(&self) -> &Path {
@@ -77,9 +131,13 @@ impl SledStore {
             .db
             .open_tree(format!("{RUN_TREE_PREFIX}{run_id}"))
             .map_err(|e| classify(&self.dir, e))?;
+        let commits = commits_of(&tree, &self.dir)?;
         Ok(SledRun {
             tree,
             dir: self.dir.clone(),
+            id: run_id.to_string(),
+            ledger: self.ledger.clone(),
+            commits: Mutex::new(commits),
         })
     }
 
@@ -126,6 +184,26 @@ fn classify(dir: &Path, e: sled::Error) -> StoreError {
 pub struct SledRun {
     tree: sled::Tree,
     dir: PathBuf,
+    id: String,
+    ledger: Arc<Ledger>,
+    /// Commits in the tree; every durable write adds one, under this lock.
+    commits: Mutex<u64>,
+}
+
+impl SledRun {
+    /// Applies `batch` atomically with the next commit count, flushes it, then records the
+    /// count in the ledger.
+    fn apply(&self, mut batch: sled::Batch) -> Result<(), StoreError> {
+        let mut commits = self.commits.lock().expect("commits lock");
+        let next = *commits + 1;
+        batch.insert(COMMITS_KEY, &next.to_be_bytes());
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| classify(&self.dir, e))?;
+        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+        *commits = next;
+        self.ledger.record(&self.id, next)
+    }
 }
 
 impl SledRun {
@@ -229,12 +307,12 @@ impl CheckpointStore for SledRun {
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(manifest).expect("manifests serialize");
-        self.tree
-            .insert(MANIFEST_KEY, bytes)
-            .map_err(|e| classify(&self.dir, e))?;
-        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            MANIFEST_KEY,
+            serde_json::to_vec(manifest).expect("manifests serialize"),
+        );
+        self.apply(batch)
     }
 
     fn get(&self, index: u64) -> Result<Option<RowRecord>, StoreError> {
@@ -273,19 +351,13 @@ impl CheckpointStore for SledRun {
             }
             batch.insert(&block_key(block), codec::encode_block(&slots));
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| classify(&self.dir, e))?;
-        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
-        Ok(())
+        self.apply(batch)
     }
 
     fn put_summary(&self, summary: &[u8]) -> Result<(), StoreError> {
-        self.tree
-            .insert(SUMMARY_KEY, summary)
-            .map_err(|e| classify(&self.dir, e))?;
-        self.tree.flush().map_err(|e| classify(&self.dir, e))?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        batch.insert(SUMMARY_KEY, summary);
+        self.apply(batch)
     }
 
     fn summary(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -327,10 +399,9 @@ impl CheckpointStore for SledRun {
             }
         }
         if prefix != before {
-            self.tree
-                .insert(PREFIX_KEY, prefix.encode())
-                .map_err(|e| classify(&self.dir, e))?;
-            self.tree.flush().map_err(|e| classify(&self.dir, e))?;
+            let mut batch = sled::Batch::default();
+            batch.insert(PREFIX_KEY, prefix.encode());
+            self.apply(batch)?;
         }
         Ok(prefix)
     }
@@ -463,6 +534,55 @@ mod tests {
             Err(StoreError::Busy { dir: d }) => assert_eq!(d, dir.path()),
             Err(other) => panic!("expected busy, got {other}"),
             Ok(_) => panic!("expected busy, opened twice"),
+        }
+    }
+
+    /// A run whose tree lost commits (here: rolled back to an older copy of the database)
+    /// makes the directory damaged; so does a lost ledger beside runs that have manifests.
+    #[test]
+    fn lost_commits_and_a_lost_ledger_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let run = store.run("r").unwrap();
+            run.write_manifest(&manifest("r")).unwrap();
+            run.commit(&[(0, RowRecord::sending(Utc::now(), 1))])
+                .unwrap();
+        }
+        copy(dir.path(), older.path());
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let run = store.run("r").unwrap();
+            run.commit(&[(1, RowRecord::sending(Utc::now(), 1))])
+                .unwrap();
+        }
+        // The database as it was two commits ago, with today's ledger.
+        std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+        copy(&older.path().join("db"), &dir.path().join("db"));
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("2 of its 3"), "{detail}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a store that lost commits"),
+        }
+        std::fs::remove_file(dir.path().join(super::ledger::LEDGER_FILE)).unwrap();
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                copy(&p, &to.join(p.file_name().unwrap()));
+            } else {
+                std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+            }
         }
     }
 

@@ -7,3 +7,4 @@
 mod gateway;
 mod inputs;
 mod leaks;
+mod state;
