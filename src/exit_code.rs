@@ -15,12 +15,24 @@ pub enum ExitCode {
     StateStore = 4,
     /// Dispatch finished; some rows still await confirmation.
     Pending = 5,
+    /// The changes finished but the reports could not be written (disk full, permissions);
+    /// `simbatch report RUN` writes them from the state store.
+    ReportsUnwritten = 6,
 }
 
 impl ExitCode {
     /// The exit code of a command that failed with `err`: a state-store problem is 4 whichever
-    /// command met it; anything else that stops a command before it starts is a usage error.
+    /// command met it, reports that could not be written 6; anything else that stops a command
+    /// before it starts is a usage error.
     pub fn for_error(err: &anyhow::Error) -> ExitCode {
+        if err.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<crate::report::ReportError>(),
+                Some(crate::report::ReportError::Io { .. })
+            )
+        }) {
+            return ExitCode::ReportsUnwritten;
+        }
         let store = err.chain().any(|c| {
             c.downcast_ref::<crate::store::StoreError>().is_some()
                 || matches!(

@@ -637,6 +637,13 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         .reports
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+    // Found out now, not after the last change was sent.
+    if let Err(e) = crate::report::check_dir(&reports_dir) {
+        eprintln!(
+            "simbatch: {e}; pass --reports DIR with a directory that can be written; nothing was sent"
+        );
+        return Ok(RunOutcome::early(ExitCode::Usage));
+    }
 
     // 5. The banner: what is about to change, where.
     if !req.quiet {
@@ -733,14 +740,23 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
 
     // 6. Reports from the store, then the exit code.
     let results_format = req.results_format.unwrap_or(job_format);
-    let (files, tally) = crate::report::write_rows(
+    // Reports that cannot be written (a full disk) do not undo the run: the summary is counted
+    // and stored anyway, and `simbatch report` writes the files later (exit 6).
+    let (tally, mut unwritten) = match crate::report::write_rows(
         &reports_dir,
         &job,
         Some(job_format),
         &req.parse,
         run_store.as_ref(),
         results_format,
-    )?;
+    ) {
+        Ok((_, tally)) => (tally, None),
+        Err(e @ crate::report::ReportError::Io { .. }) => (
+            crate::report::tally_rows(&job, Some(job_format), &req.parse, run_store.as_ref())?,
+            Some(e),
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let requests: BTreeMap<&str, u64> = lanes
         .values()
         .map(|l| (l.name.as_str(), l.http().requests()))
@@ -774,9 +790,13 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         "exit_code": exit as u8,
     });
     let summary_bytes = crate::report::summary_bytes(&summary);
-    crate::report::write_summary(&files.dir, &summary_bytes)?;
     if let Err(e) = run_store.put_summary(&summary_bytes) {
         eprintln!("simbatch: {e}");
+    }
+    if unwritten.is_none() {
+        if let Err(e) = crate::report::write_summary(&reports_dir, &summary_bytes) {
+            unwritten = Some(e);
+        }
     }
 
     if !req.quiet {
@@ -791,10 +811,15 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
             elapsed.as_secs_f64(),
             requests.values().sum::<u64>()
         );
-        eprintln!(
-            "simbatch: reports in {}/ (results, failed, pending, revert, summary)",
-            files.dir.display()
-        );
+        if unwritten.is_none() {
+            eprintln!(
+                "simbatch: reports in {}/ (results, failed, pending, revert, summary)",
+                reports_dir.display()
+            );
+        }
+    }
+    if let Some(e) = &unwritten {
+        eprintln!("simbatch: the changes are done but the reports could not be written: {e}; once there is room, `simbatch report {run_id}` writes them from the state store (the reports on disk are earlier ones, or none, never partial ones)");
     }
     if let Some(reason) = &stopped {
         eprintln!(
@@ -805,10 +830,14 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         eprintln!("simbatch: some changes are accepted but not yet confirmed; run the same command again to confirm them");
     }
     Ok(RunOutcome {
-        exit,
+        exit: if unwritten.is_some() {
+            ExitCode::ReportsUnwritten
+        } else {
+            exit
+        },
         run_id: Some(run_id),
         summary: Some(summary),
-        reports: Some(files.dir),
+        reports: Some(reports_dir),
     })
 }
 

@@ -171,19 +171,19 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         println!("  {n:>8} × {reason}");
     }
     if let Some(out) = &args.output {
-        let mut w = csv::Writer::from_path(out)?;
+        let mut w = crate::job::write::spreadsheet_csv(std::fs::File::create(out)?);
         let header = [
             "line", "id", "provider", "action", "iccid", "eid", "plan", "reason", "before", "after",
         ];
-        w.write_record(header.iter().copied().chain(extras.iter().map(|e| &**e)))?;
+        w.write_record(
+            header
+                .iter()
+                .copied()
+                .chain(extras.iter().map(|e| &**e))
+                .map(|name| crate::report::neutralise(name).into_owned()),
+        )?;
         for p in &planned {
-            let extra = extras.iter().map(|name| {
-                p.row
-                    .extra
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("", |(_, v)| v.as_str())
-            });
+            let extra = crate::job::write::extra_values(&p.row, &extras).into_iter();
             let cells = [
                 p.row.line.to_string(),
                 p.row.id.clone(),

@@ -1,5 +1,6 @@
 //! Streaming CSV job reader: one header row (names in any case and order), then one row per
-//! record. Quoted fields may hold commas and newlines; blank lines and `#` comment lines are
+//! record. Every cell passes `write::unneutralise`, undoing the `'` simbatch's reports put
+//! before cells a spreadsheet would run, so a report reads back as exactly what was written. Quoted fields may hold commas and newlines; blank lines and `#` comment lines are
 //! skipped; CRLF is accepted. Memory stays constant: one record is held at a time.
 //!
 //! Physical lines are split here, not by the csv crate, because its positions skip comment
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use super::columns::{match_header, Column, HeaderMatch};
 use super::diagnostic::Diagnostic;
 use super::source::{io_problem, RawRow, ReadProblem, MAX_LINE_BYTES};
+use super::write::unneutralise;
 
 /// How a CSV column is used.
 #[derive(Debug, Clone)]
@@ -173,7 +175,7 @@ impl<R: BufRead> CsvRows<R> {
         let count = splitter.split();
         let mut names = Vec::with_capacity(count);
         for i in 0..count {
-            let name = std::str::from_utf8(splitter.field(i)).map_err(|_| {
+            let name = std::str::from_utf8(unneutralise(splitter.field(i))).map_err(|_| {
                 ReadProblem::fatal(
                     line,
                     "the header is not valid UTF-8; save the file as UTF-8",
@@ -273,7 +275,7 @@ impl<R: BufRead> CsvRows<R> {
             ..RawRow::default()
         };
         for (i, slot) in self.slots.iter().enumerate() {
-            let value = std::str::from_utf8(splitter.field(i)).map_err(|e| {
+            let value = std::str::from_utf8(unneutralise(splitter.field(i))).map_err(|e| {
                 ReadProblem::row(
                     line,
                     format!(

@@ -2,8 +2,13 @@
 //! `results.csv` (or `.jsonl`) with one row per job row in file order, `failed.csv` and
 //! `pending.csv` as job files that can be run again, and `summary.json`.
 //!
-//! Report files and their directory are created readable by the owner only: they name SIMs and
-//! accounts.
+//! A report on disk is always whole: each is written to a new temporary file in the reports
+//! directory and renamed into place once complete (a kill or a full disk leaves the previous
+//! report, or none, never a cut one), and the rename replaces whatever was at the name — a
+//! planted symlink is replaced, never followed. Files and their directory are readable by the
+//! owner only: they name SIMs and accounts. CSV reports are written for spreadsheets as well as
+//! for simbatch (see `job::write`): every field quoted, formula-looking cells disarmed in a way
+//! the job reader undoes.
 
 pub mod histogram;
 pub mod revert;
@@ -80,15 +85,34 @@ impl Tally {
 
 pub use crate::job::write::neutralise;
 
-fn private_file(path: &Path) -> std::io::Result<BufWriter<File>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// A report being written: a new private file beside its final name, renamed into place by
+/// [`Pending::persist`] (dropped unpersisted, it is removed).
+struct Pending {
+    file: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+impl Pending {
+    fn new(dir: &Path, name: &str) -> std::io::Result<Pending> {
+        // tempfile creates it new (O_EXCL), mode 0600.
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(dir)?;
+        Ok(Pending {
+            file,
+            dest: dir.join(name),
+        })
     }
-    Ok(BufWriter::new(options.open(path)?))
+
+    /// A buffered writer into the file.
+    fn writer(&self) -> std::io::Result<BufWriter<File>> {
+        Ok(BufWriter::new(self.file.reopen()?))
+    }
+
+    fn persist(self) -> std::io::Result<()> {
+        self.file.as_file().sync_all()?;
+        self.file.persist(&self.dest).map(drop).map_err(|e| e.error)
+    }
 }
 
 /// Creates the reports directory (owner-only on Unix).
@@ -102,12 +126,24 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes sure reports can be written in `dir` (created if needed, a file can be made there):
+/// checked before a run's first change, not found out after the last one.
+pub fn check_dir(dir: &Path) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    create_dir(dir).map_err(io)?;
+    Pending::new(dir, "probe").map(drop).map_err(io)
+}
+
 /// Where the report files are.
 pub struct ReportFiles {
     pub dir: PathBuf,
 }
 
-/// Writes results, failed and pending files; returns the tally for the summary.
+/// Writes results, failed, pending and revert files, each whole or not at all; returns the
+/// tally for the summary.
 pub fn write_rows(
     dir: &Path,
     job: &Path,
@@ -121,34 +157,128 @@ pub fn write_rows(
         source,
     };
     create_dir(dir).map_err(io)?;
-    let reader =
-        JobReader::open(job, format, parse.clone()).map_err(|d| ReportError::Job(d.message))?;
-    let extras = reader.extra_columns();
-    let results_path = dir.join(match results_format {
+    let results_name = match results_format {
         JobFormat::Csv => "results.csv",
         JobFormat::Jsonl => "results.jsonl",
-    });
-    let mut results = ResultsWriter::new(
-        private_file(&results_path).map_err(io)?,
+    };
+    let files: Vec<Pending> = [results_name, "failed.csv", "pending.csv", "revert.csv"]
+        .into_iter()
+        .map(|name| Pending::new(dir, name))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    let mut sinks = Vec::with_capacity(files.len());
+    for file in &files {
+        sinks.push(Box::new(file.writer().map_err(io)?) as Box<dyn Write>);
+    }
+    let [results, failed, pending, revert]: [Box<dyn Write>; 4] =
+        sinks.try_into().ok().expect("four sinks");
+    let tally = pass(
+        Sinks {
+            results,
+            failed,
+            pending,
+            revert,
+        },
+        job,
+        format,
+        parse,
+        store,
         results_format,
-        &extras,
     )
-    .map_err(io)?;
-    let mut failed = CsvJobWriter::for_report(
-        private_file(&dir.join("failed.csv")).map_err(io)?,
-        extras.clone(),
+    .map_err(|e| match e {
+        PassError::Write(source) => io(source),
+        PassError::Report(e) => e,
+    })?;
+    for file in files {
+        file.persist().map_err(io)?;
+    }
+    Ok((
+        ReportFiles {
+            dir: dir.to_path_buf(),
+        },
+        tally,
+    ))
+}
+
+/// The tally of [`write_rows`] without writing anything (the summary of a run whose reports
+/// could not be written).
+pub fn tally_rows(
+    job: &Path,
+    format: Option<JobFormat>,
+    parse: &ParseOptions,
+    store: &dyn CheckpointStore,
+) -> Result<Tally, ReportError> {
+    let sink = || Box::new(std::io::sink()) as Box<dyn Write>;
+    pass(
+        Sinks {
+            results: sink(),
+            failed: sink(),
+            pending: sink(),
+            revert: sink(),
+        },
+        job,
+        format,
+        parse,
+        store,
+        JobFormat::Csv,
     )
-    .map_err(|e| io(e.into()))?;
-    let mut pending = CsvJobWriter::for_report(
-        private_file(&dir.join("pending.csv")).map_err(io)?,
-        extras.clone(),
-    )
-    .map_err(|e| io(e.into()))?;
-    let mut reverts = RevertWriter::new(
-        private_file(&dir.join("revert.csv")).map_err(io)?,
-        extras.clone(),
-    )
-    .map_err(|e| io(e.into()))?;
+    .map_err(|e| match e {
+        PassError::Write(source) => ReportError::Io {
+            dir: String::new(),
+            source,
+        },
+        PassError::Report(e) => e,
+    })
+}
+
+/// Where one pass over the rows writes.
+struct Sinks {
+    results: Box<dyn Write>,
+    failed: Box<dyn Write>,
+    pending: Box<dyn Write>,
+    revert: Box<dyn Write>,
+}
+
+enum PassError {
+    Write(std::io::Error),
+    Report(ReportError),
+}
+
+impl From<std::io::Error> for PassError {
+    fn from(e: std::io::Error) -> Self {
+        PassError::Write(e)
+    }
+}
+
+impl From<csv::Error> for PassError {
+    fn from(e: csv::Error) -> Self {
+        PassError::Write(e.into())
+    }
+}
+
+impl From<StoreError> for PassError {
+    fn from(e: StoreError) -> Self {
+        PassError::Report(e.into())
+    }
+}
+
+/// One pass over the job's rows and their records: every report row written to `sinks`, the
+/// tally counted.
+fn pass(
+    sinks: Sinks,
+    job: &Path,
+    format: Option<JobFormat>,
+    parse: &ParseOptions,
+    store: &dyn CheckpointStore,
+    results_format: JobFormat,
+) -> Result<Tally, PassError> {
+    let reader = JobReader::open(job, format, parse.clone())
+        .map_err(|d| PassError::Report(ReportError::Job(d.message)))?;
+    let extras = reader.extra_columns();
+    let mut results = ResultsWriter::new(sinks.results, results_format, &extras)?;
+    let mut failed = CsvJobWriter::for_report(sinks.failed, extras.clone())?;
+    let mut pending = CsvJobWriter::for_report(sinks.pending, extras.clone())?;
+    let mut reverts = RevertWriter::new(sinks.revert, extras.clone())?;
     let mut tally = Tally::default();
     for joined in join(reader, store) {
         let (_index, item, record) = joined?;
@@ -184,15 +314,15 @@ pub fn write_rows(
                         tally.queued.record(ms);
                     }
                 }
-                results.write(&row, record.as_ref(), &extras).map_err(io)?;
+                results.write(&row, record.as_ref(), &extras)?;
                 if let Some(r) = &record {
-                    reverts.add(&row, r).map_err(|e| io(e.into()))?;
+                    reverts.add(&row, r)?;
                 }
                 match outcome {
                     Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked) => {
-                        failed.write(&row).map_err(|e| io(e.into()))?
+                        failed.write(&row)?
                     }
-                    Some(Outcome::Pending) => pending.write(&row).map_err(|e| io(e.into()))?,
+                    Some(Outcome::Pending) => pending.write(&row)?,
                     _ => {}
                 }
             }
@@ -204,23 +334,16 @@ pub fn write_rows(
                     .map(|d| d.message.as_str())
                     .collect::<Vec<_>>()
                     .join("; ");
-                results
-                    .write_invalid(line, &reason, extras.len())
-                    .map_err(io)?;
+                results.write_invalid(line, &reason, extras.len())?;
             }
-            RowResult::Fatal(d) => return Err(ReportError::Job(d.message)),
+            RowResult::Fatal(d) => return Err(PassError::Report(ReportError::Job(d.message))),
         }
     }
-    results.finish().map_err(io)?;
-    failed.finish().map_err(io)?;
-    pending.finish().map_err(io)?;
-    (tally.revert_rows, tally.not_revertible) = reverts.finish().map_err(io)?;
-    Ok((
-        ReportFiles {
-            dir: dir.to_path_buf(),
-        },
-        tally,
-    ))
+    results.finish()?;
+    failed.finish()?;
+    pending.finish()?;
+    (tally.revert_rows, tally.not_revertible) = reverts.finish()?;
+    Ok(tally)
 }
 
 /// The job's rows in file order, each with its stored record (`None`: not started).
@@ -296,7 +419,8 @@ impl<W: Write> RevertWriter<W> {
     }
 }
 
-/// Writes the revert job of a run to `out`: (rows written, rows not revertible).
+/// Writes the revert job of a run to `out` (whole or not at all): (rows written, rows not
+/// revertible).
 pub fn write_revert(
     out: &Path,
     job: &Path,
@@ -308,11 +432,21 @@ pub fn write_revert(
         dir: out.display().to_string(),
         source,
     };
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::other("the output names no file")))?
+        .to_string_lossy()
+        .to_string();
+    let file = Pending::new(dir, &name).map_err(io)?;
     let reader =
         JobReader::open(job, format, parse.clone()).map_err(|d| ReportError::Job(d.message))?;
     let extras = reader.extra_columns();
     let mut reverts =
-        RevertWriter::new(private_file(out).map_err(io)?, extras).map_err(|e| io(e.into()))?;
+        RevertWriter::new(file.writer().map_err(io)?, extras).map_err(|e| io(e.into()))?;
     for joined in join(reader, store) {
         let (_, item, record) = joined?;
         if let (RowResult::Valid(parsed), Some(record)) = (item, record) {
@@ -321,7 +455,9 @@ pub fn write_revert(
                 .map_err(|e| io(e.into()))?;
         }
     }
-    reverts.finish().map_err(io)
+    let counts = reverts.finish().map_err(io)?;
+    file.persist().map_err(io)?;
+    Ok(counts)
 }
 
 enum ResultsWriter<W: Write> {
@@ -368,11 +504,12 @@ impl<W: Write> ResultsWriter<W> {
     fn new(out: W, format: JobFormat, extras: &[Arc<str>]) -> std::io::Result<Self> {
         Ok(match format {
             JobFormat::Csv => {
-                let mut w = csv::Writer::from_writer(out);
+                let mut w = crate::job::write::spreadsheet_csv(out);
                 let header = RESULT_COLUMNS
                     .iter()
                     .copied()
-                    .chain(extras.iter().map(|e| &**e));
+                    .chain(extras.iter().map(|e| &**e))
+                    .map(|name| neutralise(name).into_owned());
                 w.write_record(header)?;
                 ResultsWriter::Csv(Box::new(w))
             }
@@ -387,16 +524,11 @@ impl<W: Write> ResultsWriter<W> {
         extras: &[Arc<str>],
     ) -> std::io::Result<()> {
         let cells = cells(row, record);
-        let extra_value = |name: &Arc<str>| {
-            row.extra
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
         match self {
             ResultsWriter::Csv(w) => {
                 let fixed = cells.iter().map(|c| neutralise(c));
-                let carried = extras.iter().map(|e| neutralise(extra_value(e)));
+                let carried = crate::job::write::extra_values(row, extras);
+                let carried = carried.iter().map(|v| neutralise(v));
                 w.write_record(fixed.chain(carried).map(|c| c.into_owned()))?;
             }
             ResultsWriter::Jsonl(w) => {
@@ -449,16 +581,20 @@ pub fn summary_bytes(summary: &serde_json::Value) -> Vec<u8> {
     bytes
 }
 
-/// Writes `summary.json` (owner-only).
+/// Writes `summary.json` (owner-only, whole or not at all).
 pub fn write_summary(dir: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
     let io = |source| ReportError::Io {
         dir: dir.display().to_string(),
         source,
     };
-    let path = dir.join("summary.json");
-    let mut out = private_file(&path).map_err(io)?;
+    create_dir(dir).map_err(io)?;
+    let file = Pending::new(dir, "summary.json").map_err(io)?;
+    let path = file.dest.clone();
+    let mut out = file.writer().map_err(io)?;
     out.write_all(bytes).map_err(io)?;
     out.flush().map_err(io)?;
+    drop(out);
+    file.persist().map_err(io)?;
     Ok(path)
 }
 
@@ -475,5 +611,15 @@ mod tests {
         assert_eq!(neutralise("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(neutralise("plain"), "plain");
         assert_eq!(neutralise(""), "");
+        for cell in [
+            "=1+2", "-fleet", "'=kept", "'plain", "''", "plain", "", "\tx",
+        ] {
+            let written = neutralise(cell);
+            assert_eq!(
+                crate::job::write::unneutralise(written.as_bytes()),
+                cell.as_bytes(),
+                "{cell:?}"
+            );
+        }
     }
 }

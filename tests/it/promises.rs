@@ -7,4 +7,5 @@
 mod gateway;
 mod inputs;
 mod leaks;
+mod reports;
 mod state;

@@ -133,9 +133,9 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
                     if all_sent_at.is_none() && changes_sent(&env).await >= rows {
                         all_sent_at = Some(Instant::now());
                     }
-                    all_sent_at.is_some_and(|t| t.elapsed() >= settle) || reports.exists()
+                    all_sent_at.is_some_and(|t| t.elapsed() >= settle) || writing_reports(&reports)
                 }
-                _ => reports.exists(),
+                _ => writing_reports(&reports),
             };
             if fire {
                 break None;
@@ -153,7 +153,7 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
         let _ = child.wait();
         kills += 1;
         let requests_now = env.sb.stats().await["requests_total"].as_u64().unwrap();
-        let phase = if reports.exists() {
+        let phase = if writing_reports(&reports) {
             Phase::Reports
         } else if requests_now == requests_before {
             Phase::StartUp
@@ -189,6 +189,17 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
     assert!(Path::new(&reports.join("summary.json")).exists());
     copy_reports_where_the_helper_looks(env.dir.path(), &reports);
     assert_exactly_once(&env, rows as usize).await;
+}
+
+/// Whether the run has begun writing its reports: a results file (whole, or the temporary one
+/// it is written to) is in the reports directory, which itself exists from before the first
+/// change.
+fn writing_reports(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("results"))
+    })
 }
 
 /// `assert_exactly_once` reads the run's results from `reports/<run>/`.
