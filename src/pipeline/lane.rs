@@ -357,10 +357,16 @@ impl Lane {
                         results[*i] = Some(Ok(r));
                     }
                 }
-                Err(e) => {
+                // Credentials refused, or the run stopping: the same answer for every change.
+                Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::Stopped) => {
                     for i in &batch {
                         results[*i] = Some(Err(e.clone()));
                     }
+                }
+                // The listing failed (refused, cut, of another shape): the changes are still
+                // there to be read, each on its own, below.
+                Err(e) => {
+                    tracing::warn!(lane = %self.name, error = %e, changes = batch.len(), "could not list the changes under way; reading each one")
                 }
             }
         }

@@ -35,6 +35,8 @@ pub enum Fault {
     EchoHeaders,
     /// Do not forward; answer 429 with this `Retry-After` (seconds).
     TooMany(u64),
+    /// Do not forward; answer this 4xx with a provider-like error body.
+    Refuse(u16),
 }
 
 /// One request as the proxy saw it.
@@ -226,6 +228,11 @@ async fn handle(
                 Body::from(body.to_string()),
             )
         }
+        Fault::Refuse(code) => respond(
+            StatusCode::from_u16(code).unwrap(),
+            "application/json",
+            Body::from(r#"{"code":20001,"message":"Invalid parameter","status":400}"#),
+        ),
         Fault::TooMany(seconds) => {
             let mut response = respond(
                 StatusCode::TOO_MANY_REQUESTS,

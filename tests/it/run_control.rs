@@ -136,9 +136,14 @@ async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
     let output = ctrl_c(child).await;
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
     let prefix = |env: &RunEnv| {
-        let store = simbatch::store::SledStore::open(&env.dir.path().join(".simbatch")).unwrap();
-        let id = store.run_ids().remove(0);
-        simbatch::store::CheckpointStore::finished_prefix(&store.run(&id).unwrap()).unwrap()
+        let state = env.dir.path().join(".simbatch");
+        let prefix = {
+            let store = simbatch::store::SledStore::open(&state).unwrap();
+            let id = store.run_ids().remove(0);
+            simbatch::store::CheckpointStore::finished_prefix(&store.run(&id).unwrap()).unwrap()
+        };
+        crate::run_support::wait_store_released(&state);
+        prefix
     };
     let first = prefix(&env);
     assert!(

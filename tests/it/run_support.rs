@@ -88,6 +88,24 @@ impl RunEnv {
     }
 }
 
+/// Waits until no database holds the state directory's lock (sled's `flock` on `db/db`). A store
+/// opened in the test process lets go of it from a background thread a moment after it is
+/// dropped — later on a busy machine — and the binary started next would find the directory
+/// busy (exit 4). Call after every in-process use of a state directory.
+pub fn wait_store_released(state: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(state.join("db").join("db")).unwrap();
+    for _ in 0..3000 {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} stayed locked for 30 s", state.display());
+}
+
 pub fn read_csv(path: &std::path::Path) -> Vec<HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let headers = reader.headers().unwrap().clone();

@@ -7,7 +7,7 @@ use simbatch::sandbox::inventory::{self, TELNYX_PREFIX};
 use simbatch::sandbox::{LimitMode, SandboxConfig};
 use simbatch::store::{CheckpointStore, SledStore};
 
-use crate::run_support::{show, RunEnv};
+use crate::run_support::{show, wait_store_released, RunEnv};
 
 async fn finished_run() -> (RunEnv, std::path::PathBuf) {
     let env = RunEnv::new(SandboxConfig {
@@ -120,12 +120,14 @@ async fn an_unreadable_record_or_another_schema_version_gives_exit_4() {
         run.write_manifest(&manifest).unwrap();
         ids[0].clone()
     };
+    wait_store_released(&state);
     assert_refused(&env, &["run", job.to_str().unwrap()], "older schema").await;
     assert_refused(&env, &["report", &run_id], "report, older schema").await;
 
     let (env, job) = finished_run().await;
     let state = env.dir.path().join(".simbatch");
     let run_id = SledStore::open(&state).unwrap().run_ids().remove(0);
+    wait_store_released(&state);
     {
         // The block of rows 0-15 overwritten with bytes that are not a block (sled itself is
         // intact).
@@ -140,6 +142,7 @@ async fn an_unreadable_record_or_another_schema_version_gives_exit_4() {
         tree.insert(key, &b"{not json"[..]).unwrap();
         db.flush().unwrap();
     }
+    wait_store_released(&state);
     assert_refused(&env, &["run", job.to_str().unwrap()], "unreadable record").await;
 }
 

@@ -276,3 +276,47 @@ async fn case_14_response_bodies_are_size_capped() {
     }
     assert!(env.sb.journal().await.is_empty());
 }
+
+/// Also seen: with every batched confirmation listing refused (Twilio answers 400 to a
+/// listing it does not accept), the changes were left `unknown` though each could be read on
+/// its own: a listing that fails for a reason other than credentials falls back to one read
+/// per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_confirmation_listings_fall_back_to_reading_each_change() {
+    let env = RunEnv::new(sandbox()).await;
+    let proxy = Proxy::start(
+        env.sb.base.clone(),
+        Arc::new(|method, path| {
+            if *method == Method::GET
+                && path.starts_with("/twilio/v1/Sims?")
+                && path.contains("Status=")
+            {
+                Fault::Refuse(400)
+            } else {
+                Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let mut job = String::from("action,provider,iccid\n");
+    for i in (1..=70)
+        .filter(|i| !inventory::starts_suspended(*i))
+        .take(60)
+    {
+        job.push_str(&format!(
+            "suspend,twilio,{}\n",
+            inventory::iccid(TWILIO_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("job.csv", &job);
+    let output = env
+        .run(&["run", "-q", "--wait-timeout", "60s", path.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+    assert!(
+        proxy.count(|s| s.path.contains("Status=")) > 0,
+        "the batched listing was tried"
+    );
+}

@@ -163,6 +163,7 @@ async fn case_04_a_short_id_collision_is_a_new_run_not_a_resume() {
         )
         .unwrap();
     }
+    crate::run_support::wait_store_released(&env.dir.path().join(".simbatch"));
     std::fs::write(&path, &new).unwrap();
     let output = env.run(&["run", path.to_str().unwrap()]).await;
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
