@@ -8,6 +8,7 @@ pub mod config;
 pub mod exit_code;
 pub mod export;
 pub mod job;
+pub mod latch;
 pub mod pipeline;
 pub mod progress;
 pub mod provider;

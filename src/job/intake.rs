@@ -129,7 +129,11 @@ pub fn validate_and_copy(
     };
     let mut validation = validate_read(tee, path, format, options);
     let mut intake = intake.lock().expect("intake lock");
-    if let Some(e) = intake.failed.take() {
+    let written = match intake.failed.take() {
+        Some(e) => Err(e),
+        None => intake.copy.flush(),
+    };
+    if let Err(e) = written {
         validation.diagnostics.push(crate::job::Diagnostic::error(
             None,
             format!("cannot write the run's copy of the job: {e}"),
@@ -138,14 +142,6 @@ pub fn validate_and_copy(
         return (validation, None);
     }
     if validation.unreadable || !intake.at_end {
-        return (validation, None);
-    }
-    if let Err(e) = intake.copy.flush() {
-        validation.diagnostics.push(crate::job::Diagnostic::error(
-            None,
-            format!("cannot write the run's copy of the job: {e}"),
-        ));
-        validation.unreadable = true;
         return (validation, None);
     }
     let sha256 = hex(&std::mem::take(&mut intake.hasher).finalize());

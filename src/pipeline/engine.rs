@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,9 +128,8 @@ pub fn over_limit(limit: Option<FailureLimit>, failed: u64, finished: u64) -> bo
 /// Shared stop flag with the first reason given.
 #[derive(Default)]
 pub struct Stop {
-    flag: AtomicBool,
+    latch: crate::latch::Latch,
     reason: Mutex<Option<StopReason>>,
-    notify: tokio::sync::Notify,
 }
 
 impl Stop {
@@ -139,25 +138,16 @@ impl Stop {
         if r.is_none() {
             *r = Some(reason);
         }
-        self.flag.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        self.latch.set();
     }
 
     /// Resolves once a stop is requested.
     pub async fn stopped(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.requested() {
-                return;
-            }
-            notified.await;
-        }
+        self.latch.wait().await
     }
 
     pub fn requested(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.latch.is_set()
     }
 
     pub fn reason(&self) -> Option<StopReason> {

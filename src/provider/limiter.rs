@@ -8,7 +8,7 @@
 //! must not exceed 2,000; Telnyx's 100 per 1-second window is met by spacing requests evenly.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -121,9 +121,8 @@ pub struct RateGate {
     stated: std::sync::OnceLock<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
     slowdowns: AtomicU64,
-    /// Set once by [`RateGate::close`]; waiters are woken through `closing`.
-    closed: AtomicBool,
-    closing: tokio::sync::Notify,
+    /// Set once by [`RateGate::close`].
+    closed: crate::latch::Latch,
 }
 
 impl RateGate {
@@ -141,8 +140,7 @@ impl RateGate {
             stated: std::sync::OnceLock::new(),
             paused_until: Mutex::new(None),
             slowdowns: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            closing: tokio::sync::Notify::new(),
+            closed: crate::latch::Latch::default(),
         }
     }
 
@@ -150,25 +148,11 @@ impl RateGate {
     /// for: a `Retry-After` pause, the rate, an in-flight place), and none passes from now on.
     /// Requests already through finish normally.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        self.closing.notify_waiters();
+        self.closed.set();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once the gate is closed.
-    async fn closed(&self) {
-        loop {
-            let notified = self.closing.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
+        self.closed.is_set()
     }
 
     /// Waits until a request may leave; hold the returned ticket until its answer arrives.
@@ -176,7 +160,7 @@ impl RateGate {
     pub async fn acquire(&self) -> Option<Ticket<'_>> {
         let ticket = tokio::select! {
             biased;
-            _ = self.closed() => return None,
+            _ = self.closed.wait() => return None,
             ticket = self.wait_turn() => ticket,
         };
         // Closed while the last wait ended: it still does not leave.

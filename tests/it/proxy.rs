@@ -56,6 +56,17 @@ pub struct Proxy {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// A rule that plays `fault` on every change request (see [`is_change`]) and forwards the rest.
+pub fn on_changes(fault: impl Fn() -> Fault + Send + Sync + 'static) -> Rule {
+    Arc::new(move |method, path| {
+        if is_change(method, path) {
+            fault()
+        } else {
+            Fault::Forward
+        }
+    })
+}
+
 /// A change request: anything but a read, an emnify authentication or the sandbox's own
 /// inspection endpoints.
 pub fn is_change(method: &Method, path: &str) -> bool {

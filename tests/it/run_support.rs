@@ -88,6 +88,34 @@ impl RunEnv {
     }
 }
 
+/// Runs `cmd` to its end with one resource limited to `limit` (`RLIMIT_AS`, `RLIMIT_FSIZE`), the
+/// way a machine short of memory or disk would; SIGXFSZ is ignored, so that a write past a file
+/// size limit fails (EFBIG, as on a full disk) instead of killing the process.
+pub async fn output_with_limit(
+    mut cmd: std::process::Command,
+    resource: libc::__rlimit_resource_t,
+    limit: u64,
+) -> Output {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(resource, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// Waits until no database holds the state directory's lock (sled's `flock` on `db/db`). A store
 /// opened in the test process lets go of it from a background thread a moment after it is
 /// dropped — later on a busy machine — and the binary started next would find the directory

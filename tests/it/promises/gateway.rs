@@ -12,19 +12,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 
-use crate::proxy::{is_change, Fault, Proxy};
+use crate::proxy::{is_change, on_changes, Fault, Proxy};
 use crate::run_support::{show, RunEnv};
-
-fn sandbox() -> SandboxConfig {
-    SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        async_delay: Duration::from_millis(50),
-        ..SandboxConfig::default()
-    }
-}
 
 /// Three suspensions at each provider and three eUICC profile downloads.
 fn job() -> String {
@@ -51,21 +41,14 @@ fn job() -> String {
 /// Runs the job through a proxy that plays `fault` on every change request after forwarding
 /// it, then checks that each change was applied exactly once and every row says so.
 async fn applied_exactly_once(fault: fn(usize) -> Fault, what: &str) {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let changes = Arc::new(AtomicUsize::new(0));
     let counter = changes.clone();
-    let proxy = Proxy::start(
-        env.sb.base.clone(),
-        Arc::new(move |method, path| {
-            if is_change(method, path) {
-                fault(counter.fetch_add(1, Ordering::SeqCst))
-            } else {
-                Fault::Forward
-            }
-        }),
+    let proxy = super::behind_proxy(
+        &env,
+        on_changes(move || fault(counter.fetch_add(1, Ordering::SeqCst))),
     )
     .await;
-    env.point_at(&proxy.base);
     let path = env.write_job("job.csv", &job());
     let output = env
         .run(&["run", "-q", "--wait-timeout", "60s", path.to_str().unwrap()])
@@ -134,30 +117,13 @@ async fn case_01_an_answer_that_may_mean_applied_is_read_back_not_sent_again() {
 /// Ctrl-C: the waits end at once and no change request leaves after it (SPEC 3.3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_02_after_the_first_ctrl_c_no_change_leaves_and_waits_end() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     // Every change is refused with a five-minute Retry-After: the lane pauses.
-    let proxy = Arc::new(
-        Proxy::start(
-            env.sb.base.clone(),
-            Arc::new(|method, path| {
-                if is_change(method, path) {
-                    Fault::TooMany(300)
-                } else {
-                    Fault::Forward
-                }
-            }),
-        )
-        .await,
+    let proxy = super::behind_proxy(&env, on_changes(|| Fault::TooMany(300))).await;
+    let path = env.write_job(
+        "job.csv",
+        &super::job_of("suspend", "emnify", EMNIFY_PREFIX, super::active(36)),
     );
-    env.point_at(&proxy.base);
-    let mut job = String::from("action,provider,iccid\n");
-    for i in (1..=40).filter(|i| !inventory::starts_suspended(*i)) {
-        job.push_str(&format!(
-            "suspend,emnify,{}\n",
-            inventory::iccid(EMNIFY_PREFIX, i)
-        ));
-    }
-    let path = env.write_job("job.csv", &job);
     let child = env
         .command(&["run", path.to_str().unwrap()], crate::run_support::TOKEN)
         .stdout(std::process::Stdio::piped())
@@ -222,9 +188,9 @@ async fn case_02_after_the_first_ctrl_c_no_change_leaves_and_waits_end() {
 /// normally with reasons, under an address-space limit that whole buffering would break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_14_response_bodies_are_size_capped() {
-    let env = RunEnv::new(sandbox()).await;
-    let proxy = Proxy::start(
-        env.sb.base.clone(),
+    let env = RunEnv::new(super::sandbox(100)).await;
+    let _proxy = super::behind_proxy(
+        &env,
         Arc::new(|method, path| {
             let emnify_read = *method == Method::GET && path.starts_with("/emnify/api/v1/sim");
             let telnyx_change = is_change(method, path) && path.starts_with("/telnyx");
@@ -236,7 +202,6 @@ async fn case_14_response_bodies_are_size_capped() {
         }),
     )
     .await;
-    env.point_at(&proxy.base);
     let mut job = String::from("action,provider,iccid\n");
     for i in [1, 2] {
         job.push_str(&format!(
@@ -246,27 +211,12 @@ async fn case_14_response_bodies_are_size_capped() {
         ));
     }
     let path = env.write_job("job.csv", &job);
-    let mut cmd = env.command(
+    let cmd = env.command(
         &["run", "--max-attempts", "2", path.to_str().unwrap()],
         crate::run_support::TOKEN,
     );
     // 2 GiB of address space: ample for a run, far from what buffering these bodies takes.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 2 << 30,
-                rlim_max: 2 << 30,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let output = crate::run_support::output_with_limit(cmd, libc::RLIMIT_AS, 2 << 30).await;
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     let results = env.results();
     assert_eq!(results.len(), 4);
@@ -283,14 +233,14 @@ async fn case_14_response_bodies_are_size_capped() {
 /// per change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_confirmation_listings_fall_back_to_reading_each_change() {
-    let env = RunEnv::new(sandbox()).await;
-    let proxy = Proxy::start(
-        env.sb.base.clone(),
+    let env = RunEnv::new(super::sandbox(100)).await;
+    let proxy = super::behind_proxy(
+        &env,
         Arc::new(|method, path| {
-            if *method == Method::GET
+            let status_listing = *method == Method::GET
                 && path.starts_with("/twilio/v1/Sims?")
-                && path.contains("Status=")
-            {
+                && path.contains("Status=");
+            if status_listing {
                 Fault::Refuse(400)
             } else {
                 Fault::Forward
@@ -298,18 +248,10 @@ async fn refused_confirmation_listings_fall_back_to_reading_each_change() {
         }),
     )
     .await;
-    env.point_at(&proxy.base);
-    let mut job = String::from("action,provider,iccid\n");
-    for i in (1..=70)
-        .filter(|i| !inventory::starts_suspended(*i))
-        .take(60)
-    {
-        job.push_str(&format!(
-            "suspend,twilio,{}\n",
-            inventory::iccid(TWILIO_PREFIX, i)
-        ));
-    }
-    let path = env.write_job("job.csv", &job);
+    let path = env.write_job(
+        "job.csv",
+        &super::job_of("suspend", "twilio", TWILIO_PREFIX, super::active(60)),
+    );
     let output = env
         .run(&["run", "-q", "--wait-timeout", "60s", path.to_str().unwrap()])
         .await;

@@ -9,30 +9,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 use simbatch::store::{CheckpointStore, SledStore};
 
 use crate::run_support::{show, RunEnv, TOKEN};
 
-fn sandbox() -> SandboxConfig {
-    SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        async_delay: Duration::from_millis(50),
-        ..SandboxConfig::default()
-    }
-}
-
 /// `action` on emnify SIMs `numbers` (a job file).
 fn emnify_job(action: &str, numbers: impl IntoIterator<Item = u64>) -> String {
-    let mut job = String::from("action,provider,iccid\n");
-    for i in numbers {
-        job.push_str(&format!(
-            "{action},emnify,{}\n",
-            inventory::iccid(EMNIFY_PREFIX, i)
-        ));
-    }
-    job
+    super::job_of(action, "emnify", EMNIFY_PREFIX, numbers)
 }
 
 async fn journal_targets(env: &RunEnv) -> HashMap<String, Vec<String>> {
@@ -52,7 +35,7 @@ async fn journal_targets(env: &RunEnv) -> HashMap<String, Vec<String>> {
 /// sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_03_a_run_executes_the_file_it_validated_not_what_the_path_holds_later() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let validated = emnify_job("suspend", [1, 2, 3]);
     let path = env.write_job("job.csv", &validated);
     // A window that opens a few seconds from now (UTC, to the second) and lasts an hour.
@@ -128,7 +111,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// new file's short id; the new file, with a `delete`, must be validated and guarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_04_a_short_id_collision_is_a_new_run_not_a_resume() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let earlier = emnify_job("suspend", [1, 2, 3]);
     let path = env.write_job("job.csv", &earlier);
     let output = env.run(&["run", "-q", path.to_str().unwrap()]).await;
@@ -220,7 +203,7 @@ pub async fn output_within(
 /// not text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn special_files_are_read_once_and_refused_at_once_when_not_text() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     for device in ["/dev/zero", "/dev/urandom"] {
         let mut cmd = env.command(&["run", "--format", "csv", device], TOKEN);
         let output = output_within(&mut cmd, Duration::from_secs(60))
@@ -277,7 +260,7 @@ fn sim_with_two_valid_forms() -> u64 {
 /// for the duplicate and conflict check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_05_repeated_keys_and_two_spellings_of_one_iccid_are_caught() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let (a, b) = (
         inventory::iccid(EMNIFY_PREFIX, 1),
         inventory::iccid(EMNIFY_PREFIX, 2),
@@ -289,21 +272,8 @@ async fn case_05_repeated_keys_and_two_spellings_of_one_iccid_are_caught() {
         ),
     );
     for command in ["validate", "run"] {
-        let output = env.run(&[command, path.to_str().unwrap()]).await;
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{command}: {}",
-            show(&output)
-        );
-        let stderr = show(&output);
-        let expected = format!("{}:2: ", path.display());
-        assert!(
-            stderr.contains(&expected)
-                && stderr.contains("`iccid`")
-                && stderr.contains("more than once"),
-            "{command}: {stderr}"
-        );
+        let line = format!("{}:2: key `iccid` appears more than once", path.display());
+        super::refused(&env, &[command, path.to_str().unwrap()], &line).await;
     }
 
     let i = sim_with_two_valid_forms();
@@ -314,39 +284,30 @@ async fn case_05_repeated_keys_and_two_spellings_of_one_iccid_are_caught() {
         &format!("action,provider,iccid\nsuspend,emnify,{long}\nactivate,emnify,{short}\n"),
     );
     for command in ["validate", "run"] {
-        let output = env.run(&[command, path.to_str().unwrap()]).await;
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{command}: {}",
-            show(&output)
-        );
-        let stderr = show(&output);
-        assert!(
-            stderr.contains(&format!("{}:3: conflict", path.display())),
-            "{command}: {stderr}"
-        );
+        let line = format!("{}:3: conflict", path.display());
+        super::refused(&env, &[command, path.to_str().unwrap()], &line).await;
     }
     assert!(env.sb.journal().await.is_empty(), "nothing was sent");
+}
+
+async fn three_valid_rows(env: &RunEnv, job: &std::path::Path) {
+    let output = env.run(&["validate", job.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3 valid rows"), "{}", show(&output));
 }
 
 /// Case 6: a lone CR inside a file (mixed line endings) is a line break, as spreadsheets and
 /// the csv crate read it: three rows are three rows, in CSV and in JSONL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_06_a_lone_cr_is_a_line_break_and_no_row_is_dropped() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let [a, b, c] = [1, 2, 3].map(|i| inventory::iccid(EMNIFY_PREFIX, i));
     let csv = env.write_job(
         "mixed.csv",
         &format!("action,provider,iccid\r\nsuspend,emnify,{a}\rsuspend,emnify,{b}\nsuspend,emnify,{c}\r\n"),
     );
-    let output = env.run(&["validate", csv.to_str().unwrap()]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("3 valid rows"),
-        "{}",
-        show(&output)
-    );
+    three_valid_rows(&env, &csv).await;
     let output = env.run(&["run", "-q", csv.to_str().unwrap()]).await;
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(env.results().len(), 3);
@@ -360,13 +321,7 @@ async fn case_06_a_lone_cr_is_a_line_break_and_no_row_is_dropped() {
         "mixed.jsonl",
         &format!("{}\r{}\n{}\r\n", line(&d), line(&e), line(&f)),
     );
-    let output = env.run(&["validate", jsonl.to_str().unwrap()]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("3 valid rows"),
-        "{}",
-        show(&output)
-    );
+    three_valid_rows(&env, &jsonl).await;
 }
 
 /// Case 9: the same change twice (validation warns "it will be done once") is done once: the
@@ -374,7 +329,7 @@ async fn case_06_a_lone_cr_is_a_line_break_and_no_row_is_dropped() {
 /// identical profile downloads on one eUICC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_09_the_same_change_twice_is_done_once() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let sim = inventory::iccid(EMNIFY_PREFIX, 1);
     let eid = inventory::eid(1);
     let download = format!("profile-download,emnify,,{eid},1$smdp.example.com$M-1,true,false\n");
@@ -432,7 +387,7 @@ async fn case_09_the_same_change_twice_is_done_once() {
 /// for the config; never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_15_absurd_numbers_are_refused_clearly() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let path = env.write_job("job.csv", &emnify_job("suspend", [1]));
     let job = path.to_str().unwrap();
     for (args, needle) in [
@@ -456,11 +411,7 @@ async fn case_15_absurd_numbers_are_refused_clearly() {
         ),
         (vec!["plan", "--rate", "1e300", job], "--rate"),
     ] {
-        let output = env.run(&args).await;
-        let text = show(&output);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
-        assert!(text.contains(needle), "{args:?}: {text}");
-        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        super::refused(&env, &args, needle).await;
     }
     let base = env.sb.base.clone();
     for (setting, needle) in [
@@ -476,17 +427,8 @@ async fn case_15_absurd_numbers_are_refused_clearly() {
             ),
         );
         for command in ["validate", "run"] {
-            let output = env
-                .run(&[command, "--config", config.to_str().unwrap(), job])
-                .await;
-            let text = show(&output);
-            assert_eq!(
-                output.status.code(),
-                Some(2),
-                "{setting} ({command}): {text}"
-            );
-            assert!(text.contains(needle), "{setting} ({command}): {text}");
-            assert!(!text.contains("panicked"), "{setting} ({command}): {text}");
+            let args = [command, "--config", config.to_str().unwrap(), job];
+            super::refused(&env, &args, needle).await;
         }
     }
     assert_eq!(

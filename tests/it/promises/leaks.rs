@@ -4,25 +4,14 @@
 //! that echoes the request's headers is redacted (and its terminal escapes removed) before it
 //! reaches the reports, the state store or the console.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 
-use crate::proxy::{is_change, Elsewhere, Fault, Proxy};
-use crate::run_support::{show, RunEnv, TOKEN};
-
-fn sandbox() -> SandboxConfig {
-    SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        async_delay: Duration::from_millis(50),
-        ..SandboxConfig::default()
-    }
-}
+use crate::proxy::{is_change, on_changes, Elsewhere, Fault};
+use crate::run_support::{show, RunEnv};
+use crate::support::{contains, files_under};
 
 /// Two suspensions at each provider.
 fn job() -> String {
@@ -42,35 +31,17 @@ fn job() -> String {
     job
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 /// Case 10: a 307 to another origin — on emnify's `POST /authenticate`, whose body carries the
 /// application token, and on every other provider's change requests — is reported with its
 /// `Location`, and nothing reaches the other origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_10_no_request_with_credentials_follows_a_redirect() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let elsewhere = Elsewhere::start().await;
     let target = format!("{}/collect", elsewhere.base);
     let location = target.clone();
-    let proxy = Proxy::start(
-        env.sb.base.clone(),
+    let _proxy = super::behind_proxy(
+        &env,
         Arc::new(move |method, path| {
             if path.contains("/authenticate") || is_change(method, path) {
                 Fault::Redirect(location.clone())
@@ -80,7 +51,6 @@ async fn case_10_no_request_with_credentials_follows_a_redirect() {
         }),
     )
     .await;
-    env.point_at(&proxy.base);
     // Twilio and Telnyx: each change is refused with the redirect named.
     let others: String = job()
         .lines()
@@ -128,19 +98,8 @@ async fn case_10_no_request_with_credentials_follows_a_redirect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_13_provider_messages_are_redacted_and_stripped_of_control_characters() {
     const SECRET: &str = "Sup3r-S3cret-Value-For-Redaction";
-    let env = RunEnv::new(sandbox()).await;
-    let proxy = Proxy::start(
-        env.sb.base.clone(),
-        Arc::new(|method, path| {
-            if is_change(method, path) {
-                Fault::EchoHeaders
-            } else {
-                Fault::Forward
-            }
-        }),
-    )
-    .await;
-    env.point_at(&proxy.base);
+    let env = RunEnv::new(super::sandbox(100)).await;
+    let proxy = super::behind_proxy(&env, on_changes(|| Fault::EchoHeaders)).await;
     let path = env.write_job("job.csv", &job());
     let output = env
         .run_with_token(&["run", "-v", path.to_str().unwrap()], SECRET)
@@ -202,7 +161,6 @@ async fn case_13_provider_messages_are_redacted_and_stripped_of_control_characte
             "control characters in {r:?}"
         );
     }
-    let _ = TOKEN;
 }
 
 /// Case 12: a secret in a `base_url` (user:password@, a query, a fragment, or a value that does
@@ -212,7 +170,7 @@ async fn case_13_provider_messages_are_redacted_and_stripped_of_control_characte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_12_secrets_in_urls_are_never_echoed_and_bad_credentials_refused_up_front() {
     const SECRET: &str = "Zq9SecretInUrl7";
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(100)).await;
     let path = env.write_job("job.csv", &job());
     for url in [
         format!("https://user:{SECRET}@api.telnyx.com"),

@@ -6,32 +6,14 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use simbatch::job::{JobReader, ParseOptions, RowResult};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TWILIO_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 
 use crate::run_support::{read_csv, show, RunEnv, TOKEN};
 
-fn sandbox() -> SandboxConfig {
-    SandboxConfig {
-        sims: 400,
-        limits: LimitMode::Off,
-        async_delay: Duration::from_millis(50),
-        ..SandboxConfig::default()
-    }
-}
-
 fn emnify_suspensions(numbers: impl IntoIterator<Item = u64>) -> String {
-    let mut job = String::from("action,provider,iccid\n");
-    for i in numbers {
-        job.push_str(&format!(
-            "suspend,emnify,{}\n",
-            inventory::iccid(EMNIFY_PREFIX, i)
-        ));
-    }
-    job
+    super::job_of("suspend", "emnify", EMNIFY_PREFIX, numbers)
 }
 
 const REPORTS: [&str; 5] = [
@@ -47,7 +29,7 @@ const REPORTS: [&str; 5] = [
 /// file is refused before the first change (exit 2, nothing sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_11_reports_are_new_private_files_in_a_directory_checked_first() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(400)).await;
     let path = env.write_job("job.csv", &emnify_suspensions([1, 2, 3]));
     let reports = env.dir.path().join("out");
     std::fs::create_dir(&reports).unwrap();
@@ -132,7 +114,7 @@ fn job_rows(path: &Path) -> Vec<ReadRow> {
 /// read back as jobs give the operator's values exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_16_reports_are_disarmed_for_spreadsheets_and_read_back_exactly() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(400)).await;
     let quote = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
     let mut job = String::from("action,provider,iccid,target,note,\"=1+2\"\n");
     for (n, value) in HOSTILE.iter().enumerate() {
@@ -204,27 +186,10 @@ async fn case_16_reports_are_disarmed_for_spreadsheets_and_read_back_exactly() {
     }
 }
 
-/// Runs `args` with every file the process writes limited to `bytes` (a disk that fills up,
-/// for the largest file only) and SIGXFSZ ignored, so that a write past it fails with EFBIG.
+/// Runs `args` with every file the process writes limited to `bytes`: a disk that fills up,
+/// for the largest file only.
 async fn run_with_file_limit(env: &RunEnv, args: &[&str], bytes: u64) -> std::process::Output {
-    let mut cmd = env.command(args, TOKEN);
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    crate::run_support::output_with_limit(env.command(args, TOKEN), libc::RLIMIT_FSIZE, bytes).await
 }
 
 /// Case 17: the disk fills up while the reports are written, after every change was applied:
@@ -232,15 +197,12 @@ async fn run_with_file_limit(env: &RunEnv, args: &[&str], bytes: u64) -> std::pr
 /// left whole, and `simbatch report` writes them once there is room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_17_reports_are_whole_or_absent_and_a_full_disk_is_exit_6() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(400)).await;
     // A long extra column name: JSONL results repeat it on every row (1.2 MB), while the job
     // (and so the run's copy of it) names it once.
     let name = format!("n{}", "x".repeat(3999));
     let mut job = format!("action,provider,iccid,{name}\n");
-    for i in (1..=340)
-        .filter(|i| !inventory::starts_suspended(*i))
-        .take(300)
-    {
+    for i in super::active(300) {
         job.push_str(&format!(
             "suspend,emnify,{},v\n",
             inventory::iccid(EMNIFY_PREFIX, i)

@@ -3,22 +3,11 @@
 //! over to another provider account than the one it started on.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TWILIO_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 
 use crate::run_support::{show, RunEnv};
 use crate::sandbox_support::Sb;
-
-fn sandbox() -> SandboxConfig {
-    SandboxConfig {
-        sims: 1000,
-        limits: LimitMode::Off,
-        async_delay: Duration::from_millis(50),
-        ..SandboxConfig::default()
-    }
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -51,18 +40,11 @@ fn sled_log(state: &Path) -> PathBuf {
 /// job) nor a resume that forgot rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_07_a_damaged_state_store_is_exit_4_never_a_silent_restart() {
-    let env = RunEnv::new(sandbox()).await;
-    let mut job = String::from("action,provider,iccid\n");
-    for i in (1..=340)
-        .filter(|i| !inventory::starts_suspended(*i))
-        .take(300)
-    {
-        job.push_str(&format!(
-            "suspend,emnify,{}\n",
-            inventory::iccid(EMNIFY_PREFIX, i)
-        ));
-    }
-    let path = env.write_job("job.csv", &job);
+    let env = RunEnv::new(super::sandbox(1000)).await;
+    let path = env.write_job(
+        "job.csv",
+        &super::job_of("suspend", "emnify", EMNIFY_PREFIX, super::active(300)),
+    );
     let output = env
         .run(&[
             "run",
@@ -124,7 +106,7 @@ async fn case_07_a_damaged_state_store_is_exit_4_never_a_silent_restart() {
 /// `--allow-account-change` it goes on there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_08_a_resume_against_another_account_is_refused_naming_both() {
-    let env = RunEnv::new(sandbox()).await;
+    let env = RunEnv::new(super::sandbox(1000)).await;
     let mut job = String::from("action,provider,iccid\n");
     for i in [1, 2, 3] {
         job.push_str(&format!(
@@ -140,7 +122,7 @@ async fn case_08_a_resume_against_another_account_is_refused_naming_both() {
         .await;
     assert_eq!(output.status.code(), Some(5), "{}", show(&output));
 
-    let other = Sb::start(sandbox()).await;
+    let other = Sb::start(super::sandbox(1000)).await;
     env.point_at(&other.base);
     let output = env.run(&["run", path.to_str().unwrap()]).await;
     let text = show(&output);
