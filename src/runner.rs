@@ -518,20 +518,8 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     }
 
-    // The provider accounts the run acts on; a resume must act on the ones it started on.
+    // The provider accounts the run acts on.
     let accounts = accounts(&req, validation.counts.keys().map(|(p, _)| p.as_str()));
-    if let Some((_, manifest)) = &resume {
-        if let Some(refusal) = account_change(&manifest.options["accounts"], &accounts) {
-            if !req.allow_account_change {
-                eprintln!(
-                    "simbatch: run {} started on another account: {refusal}; pass --allow-account-change to resume it there. Nothing was sent.",
-                    manifest.run_id
-                );
-                return Ok(RunOutcome::early(ExitCode::Usage));
-            }
-            eprintln!("simbatch: warning: resuming run {} on another account (--allow-account-change): {refusal}", manifest.run_id);
-        }
-    }
 
     // 3. Lanes for the providers the job uses.
     let mut lanes = BTreeMap::new();
@@ -553,7 +541,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         Err(e) => return Ok(store_failed(e)),
     };
     let (run_id, hash, resumed) = match (resume, copy) {
-        (Some((id, manifest)), _) => (id, manifest.job_sha256, true),
+        (Some((id, manifest)), _) => (id, manifest.job_sha256.clone(), Some(manifest)),
         (None, Some(copy)) => {
             let hash = copy.sha256.clone();
             let (id, existing) = if req.fresh {
@@ -571,7 +559,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
             };
             // The same bytes as an earlier run (read through a pipe, or changed back while
             // this run was validating it): that run's resume.
-            let resumed = existing.is_some();
+            let resumed = existing;
             let dest = store.job_copy(&id, format_name(job_format));
             copy.persist(&dest).map_err(|e| {
                 anyhow!(
@@ -588,15 +576,24 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
         Ok(r) => r,
         Err(e) => return Ok(store_failed(e)),
     };
-    if resumed && req.allow_account_change {
-        // From now on the run is on these accounts: the next resume compares with them.
-        if let Ok(Some(mut manifest)) = run_store.manifest() {
+    // A resume acts on the accounts its run started on, unless told otherwise; from then on
+    // the run is on the new ones (the next resume compares with them).
+    if let Some(mut manifest) = resumed.clone() {
+        if let Some(change) = account_change(&manifest.options["accounts"], &accounts) {
+            if !req.allow_account_change {
+                eprintln!(
+                    "simbatch: run {run_id} started on another account: {change}; pass --allow-account-change to resume it there. Nothing was sent."
+                );
+                return Ok(RunOutcome::early(ExitCode::Usage));
+            }
+            eprintln!("simbatch: warning: resuming run {run_id} on another account (--allow-account-change): {change}");
             manifest.options["accounts"] = json!(accounts);
             if let Err(e) = run_store.write_manifest(&manifest) {
                 return Ok(store_failed(e));
             }
         }
     }
+    let resumed = resumed.is_some();
     if !resumed {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
