@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
-use crate::job::ProviderKind;
+use crate::job::model::ProviderKind;
 
 /// The file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "simbatch.toml";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::pipeline::engine::Live;
+use crate::pipeline::control::Live;
 use crate::store::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::engine::{Stop, StopReason};
+use super::control::{Stop, StopReason};
 use super::lane::Lane;
 use super::writer::Writer;
 use crate::provider::{ErrorClass, Polled};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::engine::Stop;
+use super::control::Stop;
 use super::lane::Lane;
 use super::preflight::{decide, in_effect, operation_code, Decision, Observed};
 use super::retry::RetryPolicy;

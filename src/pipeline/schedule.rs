@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveTime, TimeZone, Utc};
 use tokio::sync::watch;
 
-use super::engine::{Stop, StopReason};
+use super::control::{Stop, StopReason};
 
 /// A daily window; `end` before `start` crosses midnight (22:00-04:00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

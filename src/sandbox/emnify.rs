@@ -16,12 +16,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,8 +30,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::inventory::{self, EMNIFY_PREFIX};
+use super::limits::{Limits, Refusal};
 use super::paging::Page;
-use super::server::{origin, Shared};
+use super::shared::{bearer, origin, Admitted, Shared, StandIn};
 
 const PROVIDER: &str = "emnify";
 
@@ -52,7 +53,7 @@ fn euicc_error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-pub fn too_many_requests() -> Response {
+fn too_many_requests() -> Response {
     error(
         StatusCode::TOO_MANY_REQUESTS,
         1105,
@@ -61,7 +62,7 @@ pub fn too_many_requests() -> Response {
     )
 }
 
-pub fn server_error() -> Response {
+fn server_error() -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         1000,
@@ -168,16 +169,6 @@ impl Auth {
     }
 }
 
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
 #[derive(Deserialize)]
 struct AuthenticateBody {
     application_token: Option<String>,
@@ -195,7 +186,10 @@ async fn authenticate(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
     if !accepted {
         return StatusCode::UNAUTHORIZED.into_response(); // emnify answers most failures with an empty 401
     }
-    let token = shared.emnify_auth.issue(shared.config.token_ttl);
+    let token = shared
+        .stand_in::<Emnify>()
+        .auth
+        .issue(shared.config.token_ttl);
     Json(json!({"auth_token": token})).into_response()
 }
 
@@ -769,7 +763,7 @@ async fn list_sims(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let n = inv.sims.len() as u64;
     // Exact identifier filters resolve to one id without scanning.
     let mut candidates: Box<dyn Iterator<Item = u64>> = Box::new(1..=n);
@@ -824,7 +818,7 @@ async fn get_sim(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> 
     let Some(id) = number(&raw) else {
         return bad_id(&raw);
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     match inv.sim(id) {
         Some(_) => Json(sim_json(&inv, id)).into_response(),
         None => not_found("SIM", &raw),
@@ -861,7 +855,7 @@ async fn patch_sim(
             "A customer organisation may only change status and customer_org",
         );
     }
-    let mut inv = shared.emnify_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let Some(sim) = inv.sim(id).cloned() else {
         return not_found("SIM", &raw);
     };
@@ -931,7 +925,7 @@ async fn delete_sim(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) 
     let Some(id) = number(&raw) else {
         return bad_id(&raw);
     };
-    let mut inv = shared.emnify_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let Some(sim) = inv.sim(id) else {
         return not_found("SIM", &raw);
     };
@@ -962,7 +956,7 @@ async fn list_endpoints(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let ids: Vec<u64> = (1..=inv.endpoints.len() as u64)
         .filter(|&id| {
             inv.endpoint(id).is_some_and(|ep| {
@@ -993,7 +987,7 @@ async fn get_endpoint(State(shared): State<Arc<Shared>>, Path(raw): Path<String>
     let Some(id) = number(&raw) else {
         return bad_id(&raw);
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     match inv.endpoint(id) {
         Some(_) => Json(endpoint_json(&inv, id)).into_response(),
         None => error(
@@ -1022,7 +1016,7 @@ async fn patch_endpoint(
         Ok(parsed) => parsed,
         Err(r) => return r,
     };
-    let mut inv = shared.emnify_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let Some(ep) = inv.endpoint(id).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -1120,7 +1114,7 @@ async fn delete_endpoint(State(shared): State<Arc<Shared>>, Path(raw): Path<Stri
     let Some(id) = number(&raw) else {
         return bad_id(&raw);
     };
-    let mut inv = shared.emnify_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let Some(ep) = inv.endpoint(id) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -1161,7 +1155,7 @@ async fn list_euiccs(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let count = inv.euiccs.len() as u64;
     let mut indexes: Vec<usize> = (0..inv.euiccs.len()).collect();
     for (field, value) in &filters {
@@ -1189,7 +1183,7 @@ async fn list_euiccs(
 }
 
 async fn get_euicc(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     match euicc_or_404(&inv, &raw) {
         Ok(i) => Json(euicc_json(&inv, i)).into_response(),
         Err(r) => r,
@@ -1258,7 +1252,7 @@ async fn schedule_operations(
         let _ = r.rollback; // accepted: the sandbox's profiles never fail to connect
     }
     let now = Instant::now();
-    let mut inv = shared.emnify_inventory(now);
+    let mut inv = inventory(&shared, now);
     let e = match euicc_or_404(&inv, &raw) {
         Ok(e) => e,
         Err(r) => return r,
@@ -1326,7 +1320,7 @@ async fn list_operations(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let e = match euicc_or_404(&inv, &raw) {
         Ok(e) => e,
         Err(r) => return r,
@@ -1360,7 +1354,7 @@ async fn get_operation(
     State(shared): State<Arc<Shared>>,
     Path((raw, op_id)): Path<(String, String)>,
 ) -> Response {
-    let inv = shared.emnify_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let e = match euicc_or_404(&inv, &raw) {
         Ok(e) => e,
         Err(r) => return r,
@@ -1390,7 +1384,7 @@ fn lookup(
 }
 
 /// The emnify routes, relative to `/emnify`.
-pub fn router() -> Router<Arc<Shared>> {
+fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/authenticate", post(authenticate))
         .route("/api/v1/sim", get(list_sims))
@@ -1434,11 +1428,95 @@ pub fn router() -> Router<Arc<Shared>> {
         )
 }
 
-impl Shared {
-    /// Locks the emnify inventory after settling whatever is due at `now`.
-    pub(super) fn emnify_inventory(&self, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
-        let mut inv = self.emnify.lock().expect("emnify lock");
-        inv.settle(now, self);
-        inv
+/// The emnify stand-in: its issued auth tokens and its inventory.
+pub struct Emnify {
+    auth: Auth,
+    inventory: Mutex<Inventory>,
+}
+
+impl Emnify {
+    pub fn new(sims: u32) -> Emnify {
+        Emnify {
+            auth: Auth::default(),
+            inventory: Mutex::new(Inventory::new(sims)),
+        }
+    }
+}
+
+/// Locks the emnify inventory after settling whatever is due at `now`.
+fn inventory(shared: &Shared, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
+    let mut inv = shared
+        .stand_in::<Emnify>()
+        .inventory
+        .lock()
+        .expect("emnify lock");
+    inv.settle(now, shared);
+    inv
+}
+
+impl StandIn for Emnify {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn router(&self) -> Router<Arc<Shared>> {
+        router()
+    }
+
+    /// 2,000 requests per IP in any 5 minutes, then the per-path limits.
+    fn admit<'a>(
+        &self,
+        limits: &'a Limits,
+        method: &Method,
+        route: &str,
+        now: Instant,
+    ) -> Result<Admitted<'a>, Refusal> {
+        limits.emnify.per_ip.admit(now)?;
+        let window = match limits.emnify.for_route(method, route) {
+            Some(l) => l.admit(now)?,
+            None => None,
+        };
+        Ok(Admitted {
+            window,
+            in_flight: None,
+        })
+    }
+
+    /// `POST /authenticate` is open; everything else needs a current auth token.
+    fn authorize(&self, _: &Shared, route: &str, headers: &HeaderMap) -> Result<(), Response> {
+        if route.ends_with("/api/v1/authenticate") {
+            return Ok(());
+        }
+        self.auth.check(headers)
+    }
+
+    fn not_found(&self, path: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            1201,
+            "NotFound",
+            format!("No resource at {path}"),
+        )
+    }
+
+    fn too_many_requests(&self) -> Response {
+        too_many_requests()
+    }
+
+    fn server_error(&self) -> Response {
+        server_error()
+    }
+
+    fn settle(&self, shared: &Shared, now: Instant) {
+        drop(inventory(shared, now));
+    }
+
+    fn reset(&self, sims: u32) {
+        *self.inventory.lock().expect("emnify lock") = Inventory::new(sims);
+        self.auth.clear();
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -13,29 +13,31 @@ use axum::response::IntoResponse;
 use axum::Router;
 
 use super::limits::{Refusal, WindowState};
-use super::server::{DropConnection, Shared};
-use super::{emnify, telnyx, twilio};
-use crate::job::ProviderKind;
+use super::shared::{Shared, StandIn};
 
 type HttpResponse = Response<axum::body::Body>;
+
+/// Marks a response whose connection must be dropped instead of answered (the server does it).
+#[derive(Debug, Clone, Copy)]
+pub struct DropConnection;
 
 /// Puts the gate in front of a provider's routes.
 pub fn wrap(
     router: Router<Arc<Shared>>,
-    kind: ProviderKind,
+    stand_in: Arc<dyn StandIn>,
     shared: Arc<Shared>,
 ) -> Router<Arc<Shared>> {
-    let fallback_shared = shared.clone();
+    let (fallback_shared, fallback_stand_in) = (shared.clone(), stand_in.clone());
     router
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            gate(shared.clone(), kind, req, next)
+            gate(shared.clone(), stand_in.clone(), req, next)
         }))
         .fallback(move |req: Request| {
-            let shared = fallback_shared.clone();
+            let (shared, stand_in) = (fallback_shared.clone(), fallback_stand_in.clone());
             async move {
-                let response = not_found(kind, req.uri().path());
+                let response = stand_in.not_found(req.uri().path());
                 shared.stats.count(
-                    kind.name(),
+                    stand_in.name(),
                     format!("{} (unknown path)", req.method()),
                     response.status().as_u16(),
                 );
@@ -44,34 +46,8 @@ pub fn wrap(
         })
 }
 
-fn not_found(kind: ProviderKind, path: &str) -> HttpResponse {
-    match kind {
-        ProviderKind::Emnify => emnify::error(
-            StatusCode::NOT_FOUND,
-            1201,
-            "NotFound",
-            format!("No resource at {path}"),
-        ),
-        ProviderKind::Twilio => twilio::error(
-            StatusCode::NOT_FOUND,
-            20404,
-            format!("The requested resource {path} was not found"),
-        ),
-        ProviderKind::Telnyx => telnyx::error(
-            StatusCode::NOT_FOUND,
-            "10005",
-            "Resource not found",
-            format!("No resource at {path}"),
-        ),
-    }
-}
-
-fn too_many(kind: ProviderKind, refusal: &Refusal) -> HttpResponse {
-    let mut response = match kind {
-        ProviderKind::Emnify => emnify::too_many_requests(),
-        ProviderKind::Twilio => twilio::too_many_requests(),
-        ProviderKind::Telnyx => telnyx::too_many_requests(),
-    };
+fn too_many(stand_in: &dyn StandIn, refusal: &Refusal) -> HttpResponse {
+    let mut response = stand_in.too_many_requests();
     let seconds = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
     response
         .headers_mut()
@@ -103,23 +79,28 @@ impl Drop for Release<'_> {
     }
 }
 
-async fn gate(shared: Arc<Shared>, kind: ProviderKind, req: Request, next: Next) -> HttpResponse {
+async fn gate(
+    shared: Arc<Shared>,
+    stand_in: Arc<dyn StandIn>,
+    req: Request,
+    next: Next,
+) -> HttpResponse {
     let _in_flight = shared.stats.enter();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let label = format!("{} {route}", req.method());
-    let response = guarded(&shared, kind, &route, req, next).await;
+    let response = guarded(&shared, stand_in.as_ref(), &route, req, next).await;
     shared
         .stats
-        .count(kind.name(), label, response.status().as_u16());
+        .count(stand_in.name(), label, response.status().as_u16());
     response
 }
 
 async fn guarded(
     shared: &Shared,
-    kind: ProviderKind,
+    stand_in: &dyn StandIn,
     route: &str,
     req: Request,
     next: Next,
@@ -128,26 +109,15 @@ async fn guarded(
     let mut window = None;
     let mut _release = Release(None);
     if let Some(limits) = &limits {
-        let now = Instant::now();
-        let admitted = match kind {
-            ProviderKind::Emnify => {
-                let local = route.strip_prefix("/emnify").unwrap_or(route);
-                limits.emnify.per_ip.admit(now).and_then(|_| {
-                    match limits.emnify.for_route(req.method(), local) {
-                        Some(l) => l.admit(now),
-                        None => Ok(None),
-                    }
-                })
+        // The matched route includes the provider's prefix; its limits know it without.
+        let prefix = format!("/{}", stand_in.name());
+        let local = route.strip_prefix(&prefix).unwrap_or(route);
+        match stand_in.admit(limits, req.method(), local, Instant::now()) {
+            Ok(admitted) => {
+                window = admitted.window;
+                _release = Release(admitted.in_flight);
             }
-            ProviderKind::Twilio => limits
-                .twilio_in_flight
-                .admit(now)
-                .inspect(|_| _release = Release(Some(&limits.twilio_in_flight))),
-            ProviderKind::Telnyx => limits.telnyx.admit(now),
-        };
-        match admitted {
-            Ok(w) => window = w,
-            Err(refusal) => return too_many(kind, &refusal),
+            Err(refusal) => return too_many(stand_in, &refusal),
         }
     }
 
@@ -164,28 +134,14 @@ async fn guarded(
         .await;
     }
 
-    let auth = match kind {
-        ProviderKind::Emnify if route.ends_with("/api/v1/authenticate") => Ok(()),
-        ProviderKind::Emnify => shared.emnify_auth.check(req.headers()),
-        ProviderKind::Twilio => {
-            twilio::check_auth(req.headers(), shared.config.require_token.as_deref())
-        }
-        ProviderKind::Telnyx => {
-            telnyx::check_auth(req.headers(), shared.config.require_token.as_deref())
-        }
-    };
-    if let Err(response) = auth {
+    if let Err(response) = stand_in.authorize(shared, route, req.headers()) {
         return response;
     }
 
     let faults = &shared.config.faults;
     if shared.roll(faults.error_rate) {
         shared.stats.fault("error");
-        return match kind {
-            ProviderKind::Emnify => emnify::server_error(),
-            ProviderKind::Twilio => twilio::server_error(),
-            ProviderKind::Telnyx => telnyx::server_error(),
-        };
+        return stand_in.server_error();
     }
     if shared.roll(faults.timeout_rate) {
         shared.stats.fault("hang");

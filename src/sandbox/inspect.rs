@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::server::Shared;
+use super::shared::Shared;
 
 async fn journal(State(shared): State<Arc<Shared>>) -> Response {
     // Settle due asynchronous work first, so the journal shows every change applied by now.

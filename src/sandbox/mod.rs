@@ -18,8 +18,10 @@ pub mod limits;
 pub mod paging;
 pub mod server;
 pub mod settings;
+pub mod shared;
 pub mod telnyx;
 pub mod twilio;
 
-pub use server::{bind, start, RunningSandbox, Shared};
+pub use server::{bind, start, RunningSandbox};
 pub use settings::{Faults, Latency, LimitMode, SandboxConfig};
+pub use shared::Shared;

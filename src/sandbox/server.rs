@@ -1,28 +1,22 @@
-//! Serving the sandbox: the shared state behind all three providers, the HTTP/1 accept loop,
-//! and the one thing axum cannot express — dropping a connection without an answer, which the
-//! reset and hang faults need. Handlers mark such responses with [`DropConnection`]; the
-//! connection service turns the mark into an error, on which hyper closes the connection.
+//! Serving the sandbox: which stand-ins it serves, the HTTP/1 accept loop, and the one thing
+//! axum cannot express — dropping a connection without an answer, which the reset and hang
+//! faults need. The gate marks such responses with [`gate::DropConnection`]; the connection
+//! service turns the mark into an error, on which hyper closes the connection.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request};
+use axum::http::Request;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::journal::{Journal, Stats};
-use super::limits::Limits;
 use super::settings::SandboxConfig;
+use super::shared::{Shared, StandIn};
 use super::{emnify, gate, inspect, telnyx, twilio};
-use crate::job::ProviderKind;
-
-/// Marks a response whose connection must be dropped instead of answered.
-#[derive(Debug, Clone, Copy)]
-pub struct DropConnection;
 
 #[derive(Debug)]
 struct ConnectionDropped;
@@ -35,97 +29,25 @@ impl std::fmt::Display for ConnectionDropped {
 
 impl std::error::Error for ConnectionDropped {}
 
-/// Everything the handlers share.
-pub struct Shared {
-    pub config: SandboxConfig,
-    pub journal: Journal,
-    pub stats: Stats,
-    pub limits: RwLock<Option<Arc<Limits>>>,
-    pub emnify_auth: emnify::Auth,
-    pub emnify: Mutex<emnify::Inventory>,
-    pub twilio: Mutex<twilio::Inventory>,
-    pub telnyx: Mutex<telnyx::Inventory>,
-    rng: Mutex<fastrand::Rng>,
-}
-
-impl Shared {
-    pub fn new(config: SandboxConfig) -> Self {
-        Shared {
-            limits: RwLock::new(config.limits.factor().map(|k| Arc::new(Limits::new(k)))),
-            emnify_auth: emnify::Auth::default(),
-            emnify: Mutex::new(emnify::Inventory::new(config.sims)),
-            twilio: Mutex::new(twilio::Inventory::new(config.sims)),
-            telnyx: Mutex::new(telnyx::Inventory::new(config.sims)),
-            journal: Journal::default(),
-            stats: Stats::default(),
-            rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
-            config,
-        }
-    }
-
-    /// True with probability `p` (seeded dice, so a faulty run can be repeated).
-    pub fn roll(&self, p: f64) -> bool {
-        p > 0.0 && self.rng.lock().expect("rng lock").f64() < p
-    }
-
-    /// A uniformly random number in `0..=max`.
-    pub fn uniform(&self, max: u64) -> u64 {
-        self.rng.lock().expect("rng lock").u64(0..=max)
-    }
-
-    pub fn limits(&self) -> Option<Arc<Limits>> {
-        self.limits.read().expect("limits lock").clone()
-    }
-
-    /// Applies every asynchronous change that is due by now, at all three providers.
-    pub fn settle_all(&self) {
-        let now = std::time::Instant::now();
-        drop(self.emnify_inventory(now));
-        drop(self.twilio_inventory(now));
-        drop(self.telnyx_inventory(now));
-    }
-
-    /// Back to the initial inventory, with an empty journal, stats and limiter windows.
-    pub fn reset(&self) {
-        *self.emnify.lock().expect("emnify lock") = emnify::Inventory::new(self.config.sims);
-        *self.twilio.lock().expect("twilio lock") = twilio::Inventory::new(self.config.sims);
-        *self.telnyx.lock().expect("telnyx lock") = telnyx::Inventory::new(self.config.sims);
-        *self.limits.write().expect("limits lock") = self
-            .config
-            .limits
-            .factor()
-            .map(|k| Arc::new(Limits::new(k)));
-        self.emnify_auth.clear();
-        self.journal.clear();
-        self.stats.clear();
-    }
-}
-
-/// `http://<Host header>`: lists and `next_page_url`s point back at whichever address the
-/// client used to reach the sandbox.
-pub fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+/// The stand-ins this sandbox serves, each under `/<name>`.
+fn stand_ins(sims: u32) -> Vec<Arc<dyn StandIn>> {
+    vec![
+        Arc::new(emnify::Emnify::new(sims)),
+        Arc::new(twilio::Twilio::new(sims)),
+        Arc::new(telnyx::Telnyx::new(sims)),
+    ]
 }
 
 /// The whole sandbox as one router.
 pub fn app(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .nest(
-            "/emnify",
-            gate::wrap(emnify::router(), ProviderKind::Emnify, shared.clone()),
-        )
-        .nest(
-            "/twilio",
-            gate::wrap(twilio::router(), ProviderKind::Twilio, shared.clone()),
-        )
-        .nest(
-            "/telnyx",
-            gate::wrap(telnyx::router(), ProviderKind::Telnyx, shared.clone()),
-        )
+    let mut router = Router::new();
+    for stand_in in shared.stand_ins() {
+        router = router.nest(
+            &format!("/{}", stand_in.name()),
+            gate::wrap(stand_in.router(), stand_in.clone(), shared.clone()),
+        );
+    }
+    router
         .nest("/_sandbox", inspect::router())
         .with_state(shared)
 }
@@ -154,7 +76,7 @@ impl RunningSandbox {
 /// Serves the sandbox on `listener` until the returned handle is shut down or dropped.
 pub fn start(listener: TcpListener, config: SandboxConfig) -> std::io::Result<RunningSandbox> {
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(config));
+    let shared = Arc::new(Shared::new(config.clone(), stand_ins(config.sims)));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app(shared.clone()), stopped));
     Ok(RunningSandbox {
@@ -193,7 +115,11 @@ async fn accept_loop(listener: TcpListener, app: Router, mut stopped: watch::Rec
                         .oneshot(req.map(Body::new))
                         .await
                         .expect("axum routers are infallible");
-                    if response.extensions().get::<DropConnection>().is_some() {
+                    if response
+                        .extensions()
+                        .get::<gate::DropConnection>()
+                        .is_some()
+                    {
                         return Err(ConnectionDropped);
                     }
                     Ok(response)

@@ -13,12 +13,12 @@
 //! - Errors: `{errors: [{code (string), title, detail, source}]}`.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,8 +27,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::inventory::{self, TELNYX_PREFIX};
+use super::limits::{Limits, Refusal};
 use super::paging::Page;
-use super::server::Shared;
+use super::shared::{bearer, Admitted, Shared, StandIn};
 
 const PROVIDER: &str = "telnyx";
 const GROUPS: [&str; 3] = ["default", "reserve", "quarantine"];
@@ -49,7 +50,7 @@ fn error_at(
     (status, Json(body)).into_response()
 }
 
-pub fn too_many_requests() -> Response {
+fn too_many_requests() -> Response {
     error(
         StatusCode::TOO_MANY_REQUESTS,
         "10011",
@@ -58,7 +59,7 @@ pub fn too_many_requests() -> Response {
     )
 }
 
-pub fn server_error() -> Response {
+fn server_error() -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "10007",
@@ -68,8 +69,8 @@ pub fn server_error() -> Response {
 }
 
 /// Checks `Authorization: Bearer <key>`.
-pub fn check_auth(headers: &HeaderMap, required: Option<&str>) -> Result<(), Response> {
-    let key = super::emnify::bearer(headers);
+fn check_auth(headers: &HeaderMap, required: Option<&str>) -> Result<(), Response> {
+    let key = bearer(headers);
     let ok = match (key, required) {
         (Some(k), Some(required)) => k == required,
         (Some(_), None) => true,
@@ -459,7 +460,7 @@ async fn list_sims(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -
         .map(|t| t.split(',').collect())
         .unwrap_or_default();
     let iccid = get_param(&params, "filter[iccid]");
-    let inv = shared.telnyx_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let matches = |i: usize| {
         let sim = &inv.sims[i];
         sim.registered
@@ -493,7 +494,7 @@ async fn list_sims(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -
 }
 
 async fn get_sim(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let inv = shared.telnyx_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     match inv.find(&id) {
         Ok(i) => Json(json!({"data": sim_json(&inv, i, true)})).into_response(),
         Err(r) => r,
@@ -522,7 +523,7 @@ async fn patch_sim(
             )
         }
     };
-    let mut inv = shared.telnyx_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let index = match inv.find(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -573,7 +574,7 @@ async fn delete_sim(
     }
     .report_lost;
     let now = Instant::now();
-    let mut inv = shared.telnyx_inventory(now);
+    let mut inv = inventory(&shared, now);
     let index = match inv.find(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -596,7 +597,7 @@ fn in_progress(id: &str) -> Response {
 
 async fn sim_action(shared: Arc<Shared>, id: String, kind: Kind) -> Response {
     let now = Instant::now();
-    let mut inv = shared.telnyx_inventory(now);
+    let mut inv = inventory(&shared, now);
     let index = match inv.find(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -712,7 +713,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         },
     };
     let now = Instant::now();
-    let mut inv = shared.telnyx_inventory(now);
+    let mut inv = inventory(&shared, now);
     let mut data = Vec::new();
     let mut errors = Vec::new();
     for (i, code) in body.registration_codes.iter().enumerate() {
@@ -749,7 +750,7 @@ async fn list_actions(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery
         get_param(&params, "filter[status]").map(|s| s.split(',').collect());
     let types: Option<Vec<&str>> =
         get_param(&params, "filter[action_type]").map(|s| s.split(',').collect());
-    let inv = shared.telnyx_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let sim_index = sim.map(|s| sim_number(s).map(|n| n as usize - 1));
     let indexes: Vec<usize> = (0..inv.actions.len())
         .filter(|&i| {
@@ -772,7 +773,7 @@ async fn list_actions(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery
 }
 
 async fn get_action(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let inv = shared.telnyx_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let index = id
         .strip_prefix("ac000000-0000-4000-8000-")
         .and_then(|h| usize::from_str_radix(h, 16).ok())
@@ -817,7 +818,7 @@ async fn get_group(Path(id): Path<String>) -> Response {
 }
 
 /// The Telnyx routes, relative to `/telnyx`.
-pub fn router() -> Router<Arc<Shared>> {
+fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v2/sim_cards", get(list_sims))
         .route(
@@ -834,11 +835,84 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v2/sim_card_groups/{id}", get(get_group))
 }
 
-impl Shared {
-    pub(super) fn telnyx_inventory(&self, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
-        let mut inv = self.telnyx.lock().expect("telnyx lock");
-        inv.settle(now, self);
-        inv
+/// The Telnyx stand-in: its inventory.
+pub struct Telnyx {
+    inventory: Mutex<Inventory>,
+}
+
+impl Telnyx {
+    pub fn new(sims: u32) -> Telnyx {
+        Telnyx {
+            inventory: Mutex::new(Inventory::new(sims)),
+        }
+    }
+}
+
+/// Locks the Telnyx inventory after settling whatever is due at `now`.
+fn inventory(shared: &Shared, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
+    let mut inv = shared
+        .stand_in::<Telnyx>()
+        .inventory
+        .lock()
+        .expect("telnyx lock");
+    inv.settle(now, shared);
+    inv
+}
+
+impl StandIn for Telnyx {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn router(&self) -> Router<Arc<Shared>> {
+        router()
+    }
+
+    /// Fixed one-second windows, told back in `x-ratelimit-*`.
+    fn admit<'a>(
+        &self,
+        limits: &'a Limits,
+        _: &Method,
+        _: &str,
+        now: Instant,
+    ) -> Result<Admitted<'a>, Refusal> {
+        Ok(Admitted {
+            window: limits.telnyx.admit(now)?,
+            in_flight: None,
+        })
+    }
+
+    fn authorize(&self, shared: &Shared, _: &str, headers: &HeaderMap) -> Result<(), Response> {
+        check_auth(headers, shared.config.require_token.as_deref())
+    }
+
+    fn not_found(&self, path: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            "10005",
+            "Resource not found",
+            format!("No resource at {path}"),
+        )
+    }
+
+    fn too_many_requests(&self) -> Response {
+        too_many_requests()
+    }
+
+    fn server_error(&self) -> Response {
+        server_error()
+    }
+
+    fn settle(&self, shared: &Shared, now: Instant) {
+        drop(inventory(shared, now));
+    }
+
+    fn reset(&self, sims: u32) {
+        *self.inventory.lock().expect("telnyx lock") = Inventory::new(sims);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

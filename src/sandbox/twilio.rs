@@ -12,12 +12,12 @@
 //! - Errors: `{code, message, more_info, status}`; 20429 when too many requests are in flight.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,7 +26,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::inventory::{self, TWILIO_PREFIX};
-use super::server::{origin, Shared};
+use super::limits::{Limits, Refusal};
+use super::shared::{origin, Admitted, Shared, StandIn};
 
 const PROVIDER: &str = "twilio";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
@@ -46,11 +47,11 @@ pub fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Respo
     (status, Json(body)).into_response()
 }
 
-pub fn too_many_requests() -> Response {
+fn too_many_requests() -> Response {
     error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
 }
 
-pub fn server_error() -> Response {
+fn server_error() -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         20500,
@@ -60,7 +61,7 @@ pub fn server_error() -> Response {
 
 /// Checks HTTP Basic credentials: an `AC…`/`SK…` username and a non-empty password (or exactly
 /// the required token).
-pub fn check_auth(headers: &HeaderMap, required: Option<&str>) -> Result<(), Response> {
+fn check_auth(headers: &HeaderMap, required: Option<&str>) -> Result<(), Response> {
     let unauthorized = || error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     let encoded = headers
         .get("authorization")
@@ -290,7 +291,7 @@ async fn list_sims(
         },
         None => None,
     };
-    let inv = shared.twilio_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     let matches = |i: usize| {
         let sim = &inv.sims[i];
         let shown = if sim.scheduled.is_some() {
@@ -374,7 +375,7 @@ async fn get_sim(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    let inv = shared.twilio_inventory(Instant::now());
+    let inv = inventory(&shared, Instant::now());
     match inv.find(&sid) {
         Some(i) => Json(sim_json(&inv, i, &origin(&headers))).into_response(),
         None => not_found(&format!("/v1/Sims/{sid}")),
@@ -403,7 +404,7 @@ async fn register_sim(
             "Missing required parameter Iccid or RegistrationCode in the post body",
         );
     };
-    let mut inv = shared.twilio_inventory(Instant::now());
+    let mut inv = inventory(&shared, Instant::now());
     let index = inventory::sim_number(TWILIO_PREFIX, iccid)
         .filter(|_| iccid.len() == 20)
         .and_then(|i| usize::try_from(i).ok()?.checked_sub(1))
@@ -451,7 +452,7 @@ async fn update_sim(
 ) -> Response {
     let params = form(&body);
     let now = Instant::now();
-    let mut inv = shared.twilio_inventory(now);
+    let mut inv = inventory(&shared, now);
     let Some(index) = inv.find(&sid) else {
         return not_found(&format!("/v1/Sims/{sid}"));
     };
@@ -575,7 +576,7 @@ async fn get_fleet(headers: HeaderMap, Path(sid): Path<String>) -> Response {
 }
 
 /// The Twilio routes, relative to `/twilio`.
-pub fn router() -> Router<Arc<Shared>> {
+fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/Sims", get(list_sims).post(register_sim))
         .route("/v1/Sims/{sid}", get(get_sim).post(update_sim))
@@ -583,10 +584,83 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/Fleets/{sid}", get(get_fleet))
 }
 
-impl Shared {
-    pub(super) fn twilio_inventory(&self, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
-        let mut inv = self.twilio.lock().expect("twilio lock");
-        inv.settle(now, self);
-        inv
+/// The Twilio stand-in: its inventory.
+pub struct Twilio {
+    inventory: Mutex<Inventory>,
+}
+
+impl Twilio {
+    pub fn new(sims: u32) -> Twilio {
+        Twilio {
+            inventory: Mutex::new(Inventory::new(sims)),
+        }
+    }
+}
+
+/// Locks the Twilio inventory after settling whatever is due at `now`.
+fn inventory(shared: &Shared, now: Instant) -> std::sync::MutexGuard<'_, Inventory> {
+    let mut inv = shared
+        .stand_in::<Twilio>()
+        .inventory
+        .lock()
+        .expect("twilio lock");
+    inv.settle(now, shared);
+    inv
+}
+
+impl StandIn for Twilio {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn router(&self) -> Router<Arc<Shared>> {
+        router()
+    }
+
+    /// A cap on requests in flight; the place is given back when the request ends.
+    fn admit<'a>(
+        &self,
+        limits: &'a Limits,
+        _: &Method,
+        _: &str,
+        now: Instant,
+    ) -> Result<Admitted<'a>, Refusal> {
+        let window = limits.twilio_in_flight.admit(now)?;
+        Ok(Admitted {
+            window,
+            in_flight: Some(&limits.twilio_in_flight),
+        })
+    }
+
+    fn authorize(&self, shared: &Shared, _: &str, headers: &HeaderMap) -> Result<(), Response> {
+        check_auth(headers, shared.config.require_token.as_deref())
+    }
+
+    fn not_found(&self, path: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            20404,
+            format!("The requested resource {path} was not found"),
+        )
+    }
+
+    fn too_many_requests(&self) -> Response {
+        too_many_requests()
+    }
+
+    fn server_error(&self) -> Response {
+        server_error()
+    }
+
+    fn settle(&self, shared: &Shared, now: Instant) {
+        drop(inventory(shared, now));
+    }
+
+    fn reset(&self, sims: u32) {
+        *self.inventory.lock().expect("twilio lock") = Inventory::new(sims);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

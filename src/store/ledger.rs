@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// The ledger's file name in the state directory.
 pub const LEDGER_FILE: &str = "ledger.json";
@@ -66,7 +66,7 @@ impl Ledger {
             path: dir.join(LEDGER_FILE),
             dir: dir.to_path_buf(),
             file: Mutex::new(LedgerFile {
-                schema_version: super::SCHEMA_VERSION,
+                schema_version: super::record::SCHEMA_VERSION,
                 runs: BTreeMap::new(),
             }),
         }

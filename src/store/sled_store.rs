@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::checkpoint::CheckpointStore;
 use super::codec;
+use super::error::StoreError;
 use super::ledger::{self, Ledger};
 use super::record::{FinishedPrefix, Manifest, RowRecord, SCHEMA_VERSION};
-use super::{CheckpointStore, StoreError};
 
 const MANIFEST_KEY: &[u8] = b"m";
 const SUMMARY_KEY: &[u8] = b"s";

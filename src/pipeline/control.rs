@@ -1,0 +1,130 @@
+//! What controls a run while it goes, shared by every part of the pipeline: the stop signal
+//! and why it was given, the failure limit (`--max-failures`) and the live outcome counters it
+//! is judged on. A leaf: it imports nothing of the pipeline, so the engine, the confirmer, the
+//! schedule and the row executor can all use it without importing each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::store::Outcome;
+
+/// `--max-failures N` or `N%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailureLimit {
+    Count(u64),
+    Percent(f64),
+}
+
+/// Rows that must finish before the failure threshold applies.
+pub const WARM_UP_ROWS: u64 = 20;
+
+/// Why dispatch stopped early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    Auth {
+        provider: String,
+        message: String,
+    },
+    FailureThreshold {
+        failed: u64,
+        finished: u64,
+    },
+    Interrupted,
+    Store(String),
+    /// `--until` was reached.
+    Until {
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The `--window` closed (or will not open again before `--until`).
+    WindowClosed {
+        window: String,
+    },
+}
+
+/// Outcomes as they are produced (for progress and the failure threshold).
+#[derive(Default)]
+pub struct Live {
+    pub counts: [AtomicU64; 7],
+    pub finished: AtomicU64,
+    /// This invocation's own finished and failed rows: a resumed run is judged on its own
+    /// failures, not stopped at once by the ones it inherited.
+    finished_now: AtomicU64,
+    failed_now: AtomicU64,
+}
+
+impl Live {
+    /// Counts the outcomes of rows finished by earlier invocations in bulk (the finished
+    /// prefix, which this invocation does not read).
+    pub fn inherit(&self, counts: &[u64; 7]) {
+        for (slot, n) in self.counts.iter().zip(counts) {
+            slot.fetch_add(*n, Ordering::Relaxed);
+            self.finished.fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts an outcome; `now` when this invocation produced it. Returns this invocation's
+    /// (failed, finished) after counting.
+    pub fn record(&self, outcome: Outcome, now: bool) -> (u64, u64) {
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if !now {
+            return (
+                self.failed_now.load(Ordering::Relaxed),
+                self.finished_now.load(Ordering::Relaxed),
+            );
+        }
+        let failed = if matches!(outcome, Outcome::Failed | Outcome::Unknown) {
+            self.failed_now.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.failed_now.load(Ordering::Relaxed)
+        };
+        (
+            failed,
+            self.finished_now.fetch_add(1, Ordering::Relaxed) + 1,
+        )
+    }
+}
+
+/// Whether `failed` of `finished` rows exceeds the limit, once the warm-up is over.
+pub fn over_limit(limit: Option<FailureLimit>, failed: u64, finished: u64) -> bool {
+    let over = match limit {
+        Some(FailureLimit::Count(n)) => failed > n,
+        Some(FailureLimit::Percent(p)) => failed as f64 > finished as f64 * p / 100.0,
+        None => false,
+    };
+    over && finished >= WARM_UP_ROWS
+}
+
+/// Shared stop flag with the first reason given.
+#[derive(Default)]
+pub struct Stop {
+    latch: crate::latch::Latch,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Stop {
+    pub fn request(&self, reason: StopReason) {
+        let mut r = self.reason.lock().expect("stop lock");
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.latch.set();
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn stopped(&self) {
+        self.latch.wait().await
+    }
+
+    pub fn requested(&self) -> bool {
+        self.latch.is_set()
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().expect("stop lock").clone()
+    }
+}
