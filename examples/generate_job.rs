@@ -107,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .flat_map(|k| {
             Action::ALL
                 .into_iter()
-                .filter(move |a| a.supported_by(k))
+                .filter(move |a| simbatch::provider::provider_of(k).supports(*a))
                 .map(move |a| (k, a))
         })
         .collect();

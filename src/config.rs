@@ -11,6 +11,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::job::model::ProviderKind;
+pub use crate::provider::facts::CredentialEnv;
+use crate::provider::registry::provider_of;
 
 /// The file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "simbatch.toml";
@@ -101,34 +103,6 @@ pub struct ProviderConfig {
     pub tuning: Tuning,
 }
 
-/// Names of the environment variables that hold a provider's credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialEnv {
-    Token(String),
-    Basic { username: String, password: String },
-}
-
-impl ProviderKind {
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            ProviderKind::Emnify => "https://cdn.emnify.net",
-            ProviderKind::Twilio => "https://supersim.twilio.com",
-            ProviderKind::Telnyx => "https://api.telnyx.com",
-        }
-    }
-
-    fn default_credentials(self) -> CredentialEnv {
-        match self {
-            ProviderKind::Emnify => CredentialEnv::Token("EMNIFY_APPLICATION_TOKEN".into()),
-            ProviderKind::Twilio => CredentialEnv::Basic {
-                username: "TWILIO_ACCOUNT_SID".into(),
-                password: "TWILIO_AUTH_TOKEN".into(),
-            },
-            ProviderKind::Telnyx => CredentialEnv::Token("TELNYX_API_KEY".into()),
-        }
-    }
-}
-
 /// The configured providers by name. The three default names (`emnify`, `twilio`, `telnyx`)
 /// always exist with the real providers' base URLs unless the file redefines them.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,8 +118,9 @@ impl Default for Providers {
                 let config = ProviderConfig {
                     name: kind.name().to_string(),
                     kind,
-                    base_url: Url::parse(kind.default_base_url()).expect("default URLs parse"),
-                    credentials: kind.default_credentials(),
+                    base_url: Url::parse(provider_of(kind).default_base_url())
+                        .expect("default URLs parse"),
+                    credentials: provider_of(kind).default_credentials(),
                     tuning: Tuning::default(),
                 };
                 (kind.name().to_string(), config)
@@ -204,8 +179,9 @@ impl Providers {
                 ProviderConfig {
                     name: name.clone(),
                     kind: *kind,
-                    base_url: Url::parse(kind.default_base_url()).expect("default URLs parse"),
-                    credentials: kind.default_credentials(),
+                    base_url: Url::parse(provider_of(*kind).default_base_url())
+                        .expect("default URLs parse"),
+                    credentials: provider_of(*kind).default_credentials(),
                     tuning: Tuning::default(),
                 },
             );
@@ -260,9 +236,9 @@ impl ProviderSection {
         }
         let raw_url = self
             .base_url
-            .unwrap_or_else(|| self.kind.default_base_url().to_string());
+            .unwrap_or_else(|| provider_of(self.kind).default_base_url().to_string());
         let base_url = check_base_url(&raw_url).map_err(err)?;
-        let defaults = self.kind.default_credentials();
+        let defaults = provider_of(self.kind).default_credentials();
         let credentials = match (self.kind, defaults) {
             (ProviderKind::Twilio, CredentialEnv::Basic { username, password }) => {
                 if self.token_env.is_some() {

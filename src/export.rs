@@ -15,8 +15,9 @@ use anyhow::{anyhow, Context};
 use serde::Serialize;
 
 use crate::job::JobFormat;
-use crate::pipeline::lane::{Cursor, Lane};
+use crate::pipeline::lane::Lane;
 use crate::pipeline::retry::{with_retries, RetryPolicy};
+use crate::provider::Cursor;
 use crate::provider::SimState;
 
 /// The columns of an export, in order.
@@ -126,15 +127,13 @@ pub async fn export(
         }
         JobFormat::Jsonl => Sink::Jsonl(std::io::BufWriter::new(file)),
     };
-    // Twilio narrows the listing to a Fleet on the server; the rest is filtered here.
-    let fleet = match lane.kind {
-        crate::job::ProviderKind::Twilio => filter.group.as_deref(),
-        _ => None,
-    };
+    // A provider that can narrows the listing to the group itself (Twilio's Fleet); every
+    // page is filtered here as well.
+    let group = filter.group.as_deref();
     let mut summary = ExportSummary::default();
     let mut cursor = Cursor::First;
     loop {
-        let (sims, next) = with_retries(policy, || lane.inventory_page(&cursor, fleet))
+        let (sims, next) = with_retries(policy, || lane.inventory_page(&cursor, group))
             .await
             .with_context(|| format!("provider `{}`", lane.name))?;
         summary.pages += 1;

@@ -19,11 +19,12 @@ use crate::job::intake::{copy_dir, hash_file, validate_and_copy};
 use crate::job::{validate_file, FileValidation, JobFormat, ParseOptions, ProviderKind};
 use crate::pipeline::control::{FailureLimit, Live, Stop, StopReason};
 use crate::pipeline::engine::{Engine, RunOptions};
-use crate::pipeline::lane::{Client, Lane};
+use crate::pipeline::lane::Lane;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::schedule::Schedule;
 use crate::provider::http::{Http, REQUEST_TIMEOUT};
 use crate::provider::limiter::{LaneLimits, RateGate};
+use crate::provider::registry::{connect, provider_of, Secret};
 use crate::store::{
     CheckpointStore, FinishedPrefix, Manifest, Outcome, SledStore, StoredValidation, SCHEMA_VERSION,
 };
@@ -251,7 +252,7 @@ fn secret(credentials: &Credentials, provider: &str, var: &str) -> anyhow::Resul
 /// Builds a provider's lane: its limits (documented, `simbatch.toml` tuning, `--rate`), its
 /// HTTP client and its credentials.
 pub fn build_lane(config: &ProviderConfig, req: &RunRequest) -> anyhow::Result<Lane> {
-    let mut limits = LaneLimits::documented(config.kind);
+    let mut limits = provider_of(config.kind).documented_limits();
     if let Some(rate) = config.tuning.rate {
         limits = limits.with_rate(rate);
     }
@@ -267,54 +268,37 @@ pub fn build_lane(config: &ProviderConfig, req: &RunRequest) -> anyhow::Result<L
     let gate = Arc::new(RateGate::new(limits));
     let http = Http::new(&config.base_url, gate, REQUEST_TIMEOUT)
         .map_err(|e| anyhow!("provider `{}`: {e}", config.name))?;
-    let client = match (&config.credentials, config.kind) {
-        (CredentialEnv::Token(var), ProviderKind::Emnify) => {
-            Client::Emnify(crate::provider::emnify::Emnify::new(
-                http,
-                secret(&req.credentials, &config.name, var)?,
-            ))
-        }
-        (CredentialEnv::Token(var), ProviderKind::Telnyx) => {
-            Client::Telnyx(crate::provider::telnyx::Telnyx::new(
-                http,
-                secret(&req.credentials, &config.name, var)?,
-            ))
-        }
-        (CredentialEnv::Basic { username, password }, ProviderKind::Twilio) => {
-            let (user, pass) = match &req.credentials {
-                Credentials::Environment => (
-                    secret(&req.credentials, &config.name, username)?,
-                    secret(&req.credentials, &config.name, password)?,
-                ),
-                Credentials::Given(_) => {
-                    let both = secret(&req.credentials, &config.name, "credentials")?;
-                    let (u, p) = both.split_once(':').ok_or_else(|| {
-                        anyhow!(
-                            "provider `{}`: give Twilio credentials as SID:TOKEN",
-                            config.name
-                        )
-                    })?;
-                    (u.to_string(), p.to_string())
-                }
-            };
-            Client::Twilio(crate::provider::twilio::Twilio::new(http, user, pass))
-        }
-        _ => bail!(
+    let secret = match &config.credentials {
+        CredentialEnv::Token(var) => Secret::Token(secret(&req.credentials, &config.name, var)?),
+        CredentialEnv::Basic { username, password } => match &req.credentials {
+            Credentials::Environment => Secret::Basic(
+                secret(&req.credentials, &config.name, username)?,
+                secret(&req.credentials, &config.name, password)?,
+            ),
+            Credentials::Given(_) => {
+                let both = secret(&req.credentials, &config.name, "credentials")?;
+                let (u, p) = both.split_once(':').ok_or_else(|| {
+                    anyhow!(
+                        "provider `{}`: give its credentials as USER:PASSWORD",
+                        config.name
+                    )
+                })?;
+                Secret::Basic(u.to_string(), p.to_string())
+            }
+        },
+    };
+    let account = connect(config.kind, http, secret).ok_or_else(|| {
+        anyhow!(
             "provider `{}`: credentials do not match its kind",
             config.name
-        ),
-    };
+        )
+    })?;
     Ok(Lane {
         name: config.name.clone(),
-        kind: config.kind,
-        client,
+        account,
         concurrency: req
             .concurrency
             .or(config.tuning.concurrency)
-            // Under an in-flight cap (Twilio), twice as many workers as slots: a row's own work
-            // around its request (checkpoint marker, parsing) then overlaps other rows' requests
-            // and the cap stays full (measured: 111.6 ms per row with 100 workers and 100 ms
-            // latency; 2x workers reach the cap's bound).
             .unwrap_or_else(|| default_concurrency(&limits)),
         listing: Default::default(),
     })
@@ -664,7 +648,7 @@ pub async fn run_job(req: RunRequest) -> anyhow::Result<RunOutcome> {
             eprintln!(
                 "  {} ({}, {}): {}",
                 lane.name,
-                lane.kind,
+                lane.provider().kind(),
                 c.base_url,
                 actions.join(", ")
             );

@@ -16,8 +16,8 @@ use crate::cli::{GlobalArgs, PlanArgs};
 use crate::exit_code::ExitCode;
 use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
 use crate::pipeline::lane::Lane;
-use crate::pipeline::preflight::{decide, Decision};
-use crate::provider::ErrorClass;
+use crate::pipeline::preflight::decide;
+use crate::provider::{Decision, ErrorClass};
 use crate::runner::{build_lane, print_validation_errors, RunRequest};
 
 /// One row's plan.
@@ -63,13 +63,17 @@ async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Plan
                     None,
                     None,
                 ),
-                (Ok(observed), Ok(target)) => match decide(&row, &observed, target.as_deref()) {
-                    Decision::Send { before, after } => {
-                        ("change", String::new(), before, Some(after))
+                (Ok(observed), Ok(target)) => {
+                    match decide(lane.provider(), &row, &observed, target.as_deref()) {
+                        Decision::Send { before, after } => {
+                            ("change", String::new(), before, Some(after))
+                        }
+                        Decision::Skip { reason, before } => {
+                            ("skip", reason, before.clone(), before)
+                        }
+                        Decision::Fail { reason, before } => ("fail", reason, before, None),
                     }
-                    Decision::Skip { reason, before } => ("skip", reason, before.clone(), before),
-                    Decision::Fail { reason, before } => ("fail", reason, before, None),
-                },
+                }
             };
             Ok(Planned {
                 index,

@@ -95,6 +95,16 @@ pub fn canonical_iccid(iccid: &str) -> String {
     }
 }
 
+/// Whether `s` is a UUID in its hyphenated form (a Telnyx id).
+pub fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, len)| p.len() == len && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A SIM's ICCID as written in a job file: 19 or 20 digits starting `89`, the last a Luhn digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Iccid(String);

@@ -1,5 +1,6 @@
-//! The typed job model: provider kinds, the action vocabulary of SPEC 1.2 with the providers
-//! that support each action, and one validated job row. Nothing past the parser handles an
+//! The typed job model: provider kinds, the action vocabulary of SPEC 1.2 (which provider
+//! supports which action is each provider's own fact: `provider::Provider::supports`), and one
+//! validated job row. Nothing past the parser handles an
 //! action or a parameter as a string.
 
 use std::fmt;
@@ -114,31 +115,6 @@ impl Action {
             Action::ProfileFallback => "profile-fallback",
             Action::ProfileDelete => "profile-delete",
         }
-    }
-
-    /// The support table of SPEC 1.2.
-    pub fn supported_by(self, kind: ProviderKind) -> bool {
-        use Action::*;
-        use ProviderKind::*;
-        match self {
-            Activate | Suspend | Move => true,
-            Standby => kind == Telnyx,
-            Delete => matches!(kind, Emnify | Telnyx),
-            EnableDevice | DisableDevice => kind == Emnify,
-            Register => matches!(kind, Twilio | Telnyx),
-            EuiccAudit | ProfileDownload | ProfileEnable | ProfileFallback | ProfileDelete => {
-                kind == Emnify
-            }
-        }
-    }
-
-    /// The actions a provider kind supports, in SPEC order (for error messages).
-    pub fn supported_list(kind: ProviderKind) -> Vec<&'static str> {
-        Action::ALL
-            .into_iter()
-            .filter(|a| a.supported_by(kind))
-            .map(Action::name)
-            .collect()
     }
 
     pub fn target_kind(self) -> TargetKind {
@@ -339,35 +315,6 @@ impl JobRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn support_table_matches_spec_1_2() {
-        use ProviderKind::*;
-        assert_eq!(
-            Action::supported_list(Emnify),
-            [
-                "activate",
-                "suspend",
-                "delete",
-                "enable-device",
-                "disable-device",
-                "move",
-                "euicc-audit",
-                "profile-download",
-                "profile-enable",
-                "profile-fallback",
-                "profile-delete"
-            ]
-        );
-        assert_eq!(
-            Action::supported_list(Twilio),
-            ["activate", "suspend", "move", "register"]
-        );
-        assert_eq!(
-            Action::supported_list(Telnyx),
-            ["activate", "suspend", "standby", "delete", "move", "register"]
-        );
-    }
 
     #[test]
     fn action_names_round_trip_and_accept_underscores() {

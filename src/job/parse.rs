@@ -13,6 +13,7 @@ use super::model::{
 };
 use super::source::RawRow;
 use crate::config::Providers;
+use crate::provider::registry::provider_of;
 
 /// What the parser needs to know beyond the row itself.
 #[derive(Debug, Clone)]
@@ -187,10 +188,16 @@ pub fn parse_row(raw: &RawRow, options: &ParseOptions) -> Result<Parsed, Vec<Dia
     };
 
     if let (Some(action), Some((name, kind))) = (action, &provider) {
-        if !action.supported_by(*kind) {
+        let facts = provider_of(*kind);
+        if !facts.supports(action) {
+            let supported: Vec<&str> = Action::ALL
+                .into_iter()
+                .filter(|a| facts.supports(*a))
+                .map(Action::name)
+                .collect();
             check.error(format!(
                 "provider `{name}` ({kind}) does not support `{action}`; it supports: {}",
-                Action::supported_list(*kind).join(", ")
+                supported.join(", ")
             ));
         }
     }
@@ -402,25 +409,10 @@ fn build_operation(
     })
 }
 
-/// A `move` target in the form its provider uses: Twilio Fleet SID or unique name, Telnyx
-/// SIM card group UUID, emnify organisation id.
+/// A `move` target in the form its provider uses (Twilio Fleet SID or unique name, Telnyx
+/// SIM card group UUID, emnify organisation id: `Provider::move_target_problem`).
 fn check_move_target(check: &mut RowCheck<'_>, kind: ProviderKind, target: &str) -> Option<()> {
-    let problem = match kind {
-        ProviderKind::Emnify => (!target.bytes().all(|b| b.is_ascii_digit()) || target.len() > 18)
-            .then_some("an emnify organisation id is a number"),
-        ProviderKind::Telnyx => {
-            (!is_uuid(target)).then_some("a Telnyx SIM card group id is a UUID")
-        }
-        ProviderKind::Twilio => {
-            let looks_like_sid = target.len() >= 2 && target[..2].eq_ignore_ascii_case("HF");
-            let valid_sid = target.len() == 34
-                && target.starts_with("HF")
-                && target[2..].bytes().all(|b| b.is_ascii_hexdigit());
-            (looks_like_sid && target.len() == 34 && !valid_sid)
-                .then_some("a Fleet SID is HF followed by 32 hex digits")
-        }
-    };
-    match problem {
+    match provider_of(kind).move_target_problem(target) {
         Some(why) => {
             check.error(format!(
                 "target: `{target}` is not a valid move target for {kind} ({why})"
@@ -429,16 +421,6 @@ fn check_move_target(check: &mut RowCheck<'_>, kind: ProviderKind, target: &str)
         }
         None => Some(()),
     }
-}
-
-/// `8-4-4-4-12` hex digits.
-pub fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, len)| p.len() == len && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ use chrono::Utc;
 
 use super::control::Stop;
 use super::lane::Lane;
-use super::preflight::{decide, in_effect, operation_code, Decision, Observed};
+use super::preflight::{decide, in_effect};
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::JobRow;
-use crate::provider::{ErrorClass, ProviderError, Sent};
+use crate::provider::{Decision, ErrorClass, Observed, ProviderError, Sent};
 use crate::store::{Outcome, Phase, RowRecord};
 
 /// What a row needs from its run.
@@ -154,28 +154,6 @@ impl Attempt<'_> {
     }
 }
 
-/// Number of eUICC operations already there, kept in the "sending" marker so that a resume can
-/// tell the operation this row scheduled from older ones.
-fn operations_seen(observed: &Observed) -> usize {
-    match observed {
-        Observed::Euicc(e) => e.operations.len(),
-        _ => 0,
-    }
-}
-
-/// An operation scheduled after the first `seen` that matches the row: ours.
-fn adopted_operation(row: &JobRow, observed: &Observed, seen: usize) -> Option<String> {
-    let Observed::Euicc(e) = observed else {
-        return None;
-    };
-    let (action, iccid, _) = operation_code(&row.operation);
-    e.operations
-        .iter()
-        .skip(seen)
-        .find(|o| o.action == action && o.iccid.as_deref() == iccid && matches!(o.status, 1 | 2))
-        .map(|o| format!("{}/{}", e.id, o.id))
-}
-
 /// Executes one row. `prior` is its stored record when resuming.
 pub async fn execute(
     ctx: &RowContext<'_>,
@@ -185,6 +163,7 @@ pub async fn execute(
     queued: Duration,
 ) -> RowEnd {
     let lane = ctx.lane;
+    let provider = lane.provider();
     let interrupted = prior
         .as_ref()
         .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
@@ -251,11 +230,11 @@ pub async fn execute(
                     .ok()
             })
             .unwrap_or(usize::MAX);
-        if let Some(reference) = adopted_operation(row, &observed, seen) {
+        if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
             let after = prior.and_then(|p| p.after).unwrap_or_default();
             return handoff(attempt, reference, after);
         }
-        if matches!(observed, Observed::Missing) && in_effect(row, &observed, None) {
+        if matches!(observed, Observed::Missing) && in_effect(provider, row, &observed, None) {
             // Deleted by the interrupted attempt: the SIM is gone.
             attempt.record.after = Some("deleted".into());
             return attempt.finish(
@@ -265,7 +244,7 @@ pub async fn execute(
         }
     }
 
-    let decision = decide(row, &observed, move_target.as_deref());
+    let decision = decide(provider, row, &observed, move_target.as_deref());
     let (before, after) = match decision {
         Decision::Skip { reason, before } => {
             // After a crash the marker holds the state before the change; the state read now
@@ -289,8 +268,7 @@ pub async fn execute(
         }
         // --no-preflight: send anyway and let the provider answer with its own error.
         Decision::Fail { before, .. } => {
-            let target =
-                super::preflight::target_status(row.kind, &row.operation).unwrap_or_default();
+            let target = provider.target_status(&row.operation).unwrap_or_default();
             (before, target.to_string())
         }
         Decision::Send { before, after } => (before, after),
@@ -302,7 +280,10 @@ pub async fn execute(
     let mut marker = attempt.record.clone();
     marker.phase = Phase::Sending;
     marker.attempts = marker.attempts.max(1);
-    marker.provider_ref = Some(format!("ops-before:{}", operations_seen(&observed)));
+    marker.provider_ref = Some(format!(
+        "ops-before:{}",
+        provider.operations_seen(&observed)
+    ));
     if let Err(e) = ctx.writer.durable(index, marker).await {
         return attempt.finish(
             Outcome::Unknown,
@@ -310,7 +291,7 @@ pub async fn execute(
         );
     }
 
-    let seen = operations_seen(&observed);
+    let seen = provider.operations_seen(&observed);
     let mut tries = 0;
     let sent = loop {
         tries += 1;
@@ -345,10 +326,10 @@ pub async fn execute(
             Err(read) if read.class == ErrorClass::Stopped => return RowEnd::Stopped,
             Err(read) => return unverified(attempt, &e, &read.to_string()),
         };
-        if let Some(reference) = adopted_operation(row, &observed, seen) {
+        if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
             return handoff(attempt, reference, after);
         }
-        if in_effect(row, &observed, move_target.as_deref()) {
+        if in_effect(provider, row, &observed, move_target.as_deref()) {
             attempt.record.after = Some(after);
             return attempt.finish(
                 Outcome::Succeeded,

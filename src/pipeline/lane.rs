@@ -1,34 +1,29 @@
-//! A provider lane's client and the per-action translation of a job row into that provider's
-//! calls: observe the target, send the change, poll an asynchronous change. References to
-//! asynchronous changes are strings the lane alone interprets (stored in the checkpoint).
+//! A provider lane: one configured account ([`Account`]), its workers, and its inventory
+//! listing. The lane lists the inventory when that saves requests (and answers rows from the
+//! pages as they arrive), and confirms asynchronous changes in batches where the account can
+//! list them, one by one otherwise. What a row means at the provider — which call, which
+//! status, which reference — is the account's and the provider's own; the lane never matches
+//! on the provider. References to asynchronous changes are strings only the account
+//! interprets (stored in the checkpoint).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::job::{JobRow, Operation, ProviderKind};
-use crate::provider::emnify::{Emnify, OperationRequest};
+use crate::job::JobRow;
 use crate::provider::http::Http;
-use crate::provider::telnyx::Telnyx;
-use crate::provider::twilio::Twilio;
-use crate::provider::{ErrorClass, Polled, ProviderError, Sent, SimState};
+use crate::provider::{
+    Account, Cursor, ErrorClass, Observed, Polled, Provider, ProviderError, Sent, SimState,
+};
 
-use super::preflight::{operation_code, Observed};
 use super::snapshot::{Lookup, Snapshot};
 
-pub enum Client {
-    Emnify(Emnify),
-    Twilio(Twilio),
-    Telnyx(Telnyx),
-}
-
-/// One configured provider: its name in job files, its kind and its client.
+/// One configured provider: its name in job files and its account.
 pub struct Lane {
     pub name: String,
-    pub kind: ProviderKind,
-    pub client: Client,
+    pub account: Box<dyn Account>,
     /// Workers of this lane (requests in flight at once, at most).
     pub concurrency: usize,
     /// The inventory as listed so far, and the rows waiting for their SIM's page.
@@ -95,15 +90,6 @@ impl Drop for ListingGuard<'_> {
     }
 }
 
-/// Where a walk over the inventory stands: numbered pages (emnify, Telnyx) or the next
-/// page's path (Twilio).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cursor {
-    First,
-    Number(u64),
-    Path(String),
-}
-
 /// Fewer rows than this in a lane are looked up one by one: listing would not pay.
 pub const SNAPSHOT_MIN_ROWS: usize = 50;
 /// Confirmations are swept in batches once at least this many are waiting.
@@ -119,22 +105,21 @@ pub fn snapshot_key(iccid: &str) -> String {
 
 impl Lane {
     pub fn http(&self) -> &Http {
-        match &self.client {
-            Client::Emnify(c) => c.http(),
-            Client::Twilio(c) => c.http(),
-            Client::Telnyx(c) => c.http(),
-        }
+        self.account.http()
     }
 
-    /// Whether a row may be resolved from the snapshot (rows in groups, device rows and rows
-    /// being reconciled always read live: the snapshot is stale once the job itself acts).
+    /// What simbatch believes about this lane's provider.
+    pub fn provider(&self) -> &'static dyn Provider {
+        self.account.provider()
+    }
+
+    /// Whether a row may be resolved from the snapshot (rows in groups, rows whose change the
+    /// listing does not show, and rows being reconciled always read live: the snapshot is
+    /// stale once the job itself acts).
     pub fn snapshot_eligible(&self, row: &JobRow) -> bool {
         row.group.is_none()
             && row.action().target_kind() == crate::job::TargetKind::Sim
-            && !matches!(
-                row.operation,
-                Operation::EnableDevice | Operation::DisableDevice
-            )
+            && self.provider().listing_shows(&row.operation)
     }
 
     fn listing(&self) -> std::sync::MutexGuard<'_, ListingState> {
@@ -205,88 +190,58 @@ impl Lane {
             self.listing().snapshot = Some(Snapshot::new(expected).map_err(on_disk)?);
             Ok(())
         };
-        match &self.client {
-            // Numbered pages with a known count: read the first, then the rest if that pays.
-            Client::Emnify(_) | Client::Telnyx(_) => {
-                let (first, count) = self.sim_page(1).await?;
+        let first = self.account.sim_page(&Cursor::First, None).await?;
+        match first.pages {
+            // Numbered pages with a known count: the rest if that pays.
+            Some(count) => {
                 if count >= budget {
                     return Ok(None);
                 }
-                start(count * first.len() as u64)?;
-                add(first)?;
+                start(count * first.sims.len() as u64)?;
+                add(first.sims)?;
                 // The other pages a few at a time, kept in order (the rate gate still paces
                 // them): one after the other, 100 ms of latency made the 4-page listing of
                 // 10,000 emnify SIMs cost 0.4 s.
-                let mut rest = futures_util::stream::iter(2..=count)
-                    .map(|page| self.sim_page(page))
-                    .buffered(LISTING_PAGES_AT_ONCE);
+                let mut rest =
+                    futures_util::stream::iter(2..=count)
+                        .map(|page| async move {
+                            self.account.sim_page(&Cursor::Number(page), None).await
+                        })
+                        .buffered(LISTING_PAGES_AT_ONCE);
                 while let Some(page) = rest.next().await {
-                    add(page?.0)?;
+                    add(page?.sims)?;
                 }
                 Ok(Some(count))
             }
             // Linked pages: list while that stays under half a request per row.
-            Client::Twilio(c) => {
+            None => {
                 start(budget)?;
-                let mut path = Twilio::first_page(None);
-                let mut pages = 0;
-                loop {
+                let mut next = first.next.clone();
+                add(first.sims)?;
+                let mut pages = 1;
+                while let Some(cursor) = next {
                     if pages >= budget / 2 {
                         return Ok(None);
                     }
-                    let (sims, next) = c.sim_page(&path).await?;
-                    add(sims)?;
+                    let page = self.account.sim_page(&cursor, None).await?;
+                    add(page.sims)?;
+                    next = page.next;
                     pages += 1;
-                    match next {
-                        Some(next) => path = next,
-                        None => return Ok(Some(pages)),
-                    }
                 }
+                Ok(Some(pages))
             }
         }
     }
 
     /// One page of the whole SIM inventory from `cursor` (the first: [`Cursor::First`]) and
-    /// the cursor of the next page, if any. Twilio's listing can be narrowed to one Fleet.
+    /// the cursor of the next page, if any; `group` narrows it where the provider can.
     pub async fn inventory_page(
         &self,
         cursor: &Cursor,
-        fleet: Option<&str>,
+        group: Option<&str>,
     ) -> Result<(Vec<(String, SimState)>, Option<Cursor>), ProviderError> {
-        match (&self.client, cursor) {
-            (Client::Twilio(c), Cursor::First) => {
-                let (sims, next) = c.sim_page(&Twilio::first_page(fleet)).await?;
-                Ok((sims, next.map(Cursor::Path)))
-            }
-            (Client::Twilio(c), Cursor::Path(path)) => {
-                let (sims, next) = c.sim_page(path).await?;
-                Ok((sims, next.map(Cursor::Path)))
-            }
-            (_, Cursor::First) => self.numbered(1).await,
-            (_, Cursor::Number(n)) => self.numbered(*n).await,
-            (_, Cursor::Path(_)) => Err(ProviderError::permanent(
-                "a page path is only meaningful for Twilio",
-            )),
-        }
-    }
-
-    async fn numbered(
-        &self,
-        page: u64,
-    ) -> Result<(Vec<(String, SimState)>, Option<Cursor>), ProviderError> {
-        let (sims, pages) = self.sim_page(page).await?;
-        Ok((sims, (page < pages).then_some(Cursor::Number(page + 1))))
-    }
-
-    /// One numbered page of the SIM inventory (emnify, Telnyx) and the number of pages.
-    async fn sim_page(&self, page: u64) -> Result<(Vec<(String, SimState)>, u64), ProviderError> {
-        match &self.client {
-            Client::Emnify(c) => c.sim_page(page).await,
-            Client::Telnyx(c) => c.sim_page(page).await,
-            Client::Twilio(_) => Err(ProviderError::permanent(
-                "Twilio pages by link, not by number",
-            )),
-        }
+        let page = self.account.sim_page(cursor, group).await?;
+        Ok((page.sims, page.next))
     }
 
     /// The listed state of a row's SIM, once; `None` when it must be read live. While the
@@ -337,21 +292,16 @@ impl Lane {
         }
     }
 
-    /// Confirms many asynchronous changes at once where the provider can list them (Telnyx
-    /// actions by status, Twilio Sims by status); otherwise one read each. One result per
-    /// `(reference, after)` in order.
+    /// Confirms many asynchronous changes at once where the account can list them; otherwise
+    /// one read each. One result per `(reference, after)` in order.
     pub async fn sweep(&self, waiting: &[(String, String)]) -> Vec<Result<Polled, ProviderError>> {
-        let batchable = |r: &str| match self.client {
-            Client::Telnyx(_) => !r.contains(':'),
-            Client::Twilio(_) => true,
-            Client::Emnify(_) => false,
-        };
         let batch: Vec<usize> = (0..waiting.len())
-            .filter(|&i| batchable(&waiting[i].0))
+            .filter(|&i| self.account.batchable(&waiting[i].0))
             .collect();
         let mut results: Vec<Option<Result<Polled, ProviderError>>> = vec![None; waiting.len()];
         if batch.len() >= BATCH_SWEEP_MIN {
-            match self.batch_sweep(waiting, &batch).await {
+            let asked: Vec<(String, String)> = batch.iter().map(|&i| waiting[i].clone()).collect();
+            match self.account.confirm_batch(&asked).await {
                 Ok(found) => {
                     for (i, r) in batch.iter().zip(found) {
                         results[*i] = Some(Ok(r));
@@ -377,7 +327,7 @@ impl Lane {
             .collect();
         let read = futures_util::future::join_all(singles.iter().map(|&i| {
             let (reference, after) = &waiting[i];
-            self.poll(reference, after)
+            self.account.poll(reference, after)
         }))
         .await;
         for (i, r) in singles.into_iter().zip(read) {
@@ -389,125 +339,14 @@ impl Lane {
             .collect()
     }
 
-    async fn batch_sweep(
-        &self,
-        waiting: &[(String, String)],
-        batch: &[usize],
-    ) -> Result<Vec<Polled>, ProviderError> {
-        match &self.client {
-            // In-progress first, then failed: an action that fails between the two reads shows
-            // up in the second, so it can never pass for completed.
-            Client::Telnyx(c) => {
-                let in_progress: HashSet<String> = c
-                    .actions_with_status("in-progress")
-                    .await?
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .collect();
-                let failed: HashMap<String, Option<String>> =
-                    c.actions_with_status("failed").await?.into_iter().collect();
-                Ok(batch
-                    .iter()
-                    .map(|&i| {
-                        let (reference, after) = &waiting[i];
-                        if in_progress.contains(reference) {
-                            Polled::Waiting
-                        } else if let Some(reason) = failed.get(reference) {
-                            Polled::Failed {
-                                reason: format!(
-                                    "SIM card action failed: {}",
-                                    reason.clone().unwrap_or_else(|| "no reason given".into())
-                                ),
-                            }
-                        } else {
-                            Polled::Done {
-                                after: after.clone(),
-                            }
-                        }
-                    })
-                    .collect())
-            }
-            // Still scheduled: waiting. Otherwise it settled: on its target, or back where it was.
-            Client::Twilio(c) => {
-                let scheduled: HashSet<String> = c
-                    .list("scheduled")
-                    .await?
-                    .into_iter()
-                    .map(|(_, s)| s.id)
-                    .collect();
-                // Then each status they may have settled on, those listings side by side (a Sim
-                // seen settled before stays settled; the scheduled list must come first).
-                let statuses: HashSet<&String> = batch
-                    .iter()
-                    .map(|&i| &waiting[i])
-                    .filter(|(reference, _)| !scheduled.contains(reference))
-                    .map(|(_, after)| after)
-                    .collect();
-                let settled_on: HashMap<String, HashSet<String>> =
-                    futures_util::future::try_join_all(statuses.into_iter().map(|after| async {
-                        let sids = c
-                            .list(after)
-                            .await?
-                            .into_iter()
-                            .map(|(_, s)| s.id)
-                            .collect();
-                        Ok::<_, ProviderError>((after.clone(), sids))
-                    }))
-                    .await?
-                    .into_iter()
-                    .collect();
-                Ok(batch
-                    .iter()
-                    .map(|&i| {
-                        let (reference, after) = &waiting[i];
-                        if scheduled.contains(reference) {
-                            Polled::Waiting
-                        } else if settled_on.get(after).is_some_and(|s| s.contains(reference)) {
-                            Polled::Done {
-                                after: after.clone(),
-                            }
-                        } else {
-                            Polled::Failed {
-                                reason: format!("Twilio settled the Sim elsewhere than `{after}`"),
-                            }
-                        }
-                    })
-                    .collect())
-            }
-            Client::Emnify(_) => unreachable!("emnify operations are read one by one"),
-        }
-    }
-
     /// What the provider shows for the row's target now, read live.
     pub async fn observe(&self, row: &JobRow) -> Result<Observed, ProviderError> {
-        let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
-        let found = match (&self.client, row.action().target_kind()) {
-            (Client::Emnify(c), crate::job::TargetKind::Euicc) => {
-                let eid = row.target.eid().expect("eUICC rows have an EID").as_str();
-                return Ok(c
-                    .find_euicc(eid)
-                    .await?
-                    .map_or(Observed::Missing, Observed::Euicc));
-            }
-            (Client::Emnify(c), _) => {
-                let with_device = matches!(
-                    row.operation,
-                    Operation::EnableDevice | Operation::DisableDevice
-                );
-                c.find_sim(iccid, with_device).await?
-            }
-            (Client::Twilio(c), _) => c.find_sim(iccid).await?,
-            (Client::Telnyx(c), _) => c.find_sim(iccid).await?,
-        };
-        Ok(found.map_or(Observed::Missing, Observed::Sim))
+        self.account.observe(row).await
     }
 
     /// The group id a `move` compares against (Twilio Fleet names resolve to SIDs).
     pub async fn move_target(&self, row: &JobRow) -> Result<Option<String>, ProviderError> {
-        match (&self.client, &row.operation) {
-            (Client::Twilio(c), Operation::Move { target }) => c.fleet_sid(target).await.map(Some),
-            _ => Ok(None),
-        }
+        self.account.move_target(row).await
     }
 
     /// Sends the row's change; `after` is what pre-flight expects it to produce.
@@ -517,149 +356,11 @@ impl Lane {
         observed: &Observed,
         after: &str,
     ) -> Result<Sent, ProviderError> {
-        let sim = match observed {
-            Observed::Sim(s) => Some(s),
-            _ => None,
-        };
-        let sim_id = || {
-            sim.map(|s| s.id.clone())
-                .ok_or_else(|| ProviderError::permanent("the SIM was not found"))
-        };
-        match (&self.client, &row.operation) {
-            (Client::Emnify(c), Operation::Activate | Operation::Suspend) => {
-                c.set_sim_status(&sim_id()?, after).await?;
-                Ok(Sent::Done {
-                    after: after.into(),
-                })
-            }
-            (Client::Emnify(c), Operation::Move { target }) => {
-                c.set_customer_org(&sim_id()?, target).await?;
-                Ok(Sent::Done {
-                    after: target.clone(),
-                })
-            }
-            (Client::Emnify(c), Operation::EnableDevice | Operation::DisableDevice) => {
-                let device = sim
-                    .and_then(|s| s.device.clone())
-                    .ok_or_else(|| ProviderError::permanent("no endpoint"))?;
-                c.set_endpoint_status(&device.0, matches!(row.operation, Operation::EnableDevice))
-                    .await?;
-                Ok(Sent::Done {
-                    after: after.into(),
-                })
-            }
-            (Client::Emnify(c), Operation::Delete { .. }) => {
-                let endpoint = sim.and_then(|s| s.device.as_ref().map(|d| d.0.clone()));
-                c.delete_sim(&sim_id()?, endpoint.as_deref()).await?;
-                Ok(Sent::Done {
-                    after: "deleted".into(),
-                })
-            }
-            (Client::Emnify(c), op) => {
-                let Observed::Euicc(euicc) = observed else {
-                    return Err(ProviderError::permanent("the eUICC was not found"));
-                };
-                let request = euicc_request(op);
-                let id = c.schedule(&euicc.id, &request).await?;
-                Ok(Sent::Accepted {
-                    reference: format!("{}/{id}", euicc.id),
-                })
-            }
-            (Client::Twilio(c), Operation::Activate | Operation::Suspend) => {
-                c.update(&sim_id()?, &[("Status", after)]).await
-            }
-            (Client::Twilio(c), Operation::Move { .. }) => {
-                c.update(&sim_id()?, &[("Fleet", after)]).await
-            }
-            (Client::Twilio(c), Operation::Register { registration_code }) => {
-                let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
-                let sim = c.register(iccid, registration_code).await?;
-                Ok(Sent::Done { after: sim.status })
-            }
-            (Client::Telnyx(c), Operation::Activate) => c.action(&sim_id()?, "enable").await,
-            (Client::Telnyx(c), Operation::Suspend) => c.action(&sim_id()?, "disable").await,
-            (Client::Telnyx(c), Operation::Standby) => c.action(&sim_id()?, "set_standby").await,
-            (Client::Telnyx(c), Operation::Move { .. }) => c.set_group(&sim_id()?, after).await,
-            (Client::Telnyx(c), Operation::Delete { report_lost }) => {
-                let id = sim_id()?;
-                c.delete(&id, *report_lost).await?;
-                Ok(Sent::Accepted {
-                    reference: format!("delete:{id}"),
-                })
-            }
-            (Client::Telnyx(c), Operation::Register { registration_code }) => {
-                let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
-                let sim = c.register_one(iccid, registration_code).await?;
-                Ok(Sent::Accepted {
-                    reference: format!("settle:{}", sim.id),
-                })
-            }
-            (_, op) => Err(ProviderError::permanent(format!(
-                "`{}` is not supported by {}",
-                op.action(),
-                self.kind
-            ))),
-        }
+        self.account.send(row, observed, after).await
     }
 
     /// Reads an asynchronous change by its reference.
     pub async fn poll(&self, reference: &str, after: &str) -> Result<Polled, ProviderError> {
-        match &self.client {
-            Client::Emnify(c) => {
-                let (euicc, op) = reference
-                    .split_once('/')
-                    .ok_or_else(|| ProviderError::permanent("malformed reference"))?;
-                c.poll_operation(euicc, op).await
-            }
-            Client::Twilio(c) => c.poll_status(reference, after).await,
-            Client::Telnyx(c) => match reference.split_once(':') {
-                Some(("delete", id)) => c.poll_deleted(id).await,
-                Some(("settle", id)) => c.poll_settled(id).await,
-                _ => c.poll_action(reference, after).await,
-            },
-        }
+        self.account.poll(reference, after).await
     }
-}
-
-/// The emnify operation request for an eUICC row.
-pub fn euicc_request(op: &Operation) -> OperationRequest {
-    let (action, iccid, _) = operation_code(op);
-    let mut request = OperationRequest {
-        action,
-        validity_period: crate::job::model::DEFAULT_VALIDITY_PERIOD,
-        iccid: iccid.map(str::to_string),
-        activation_code: None,
-        enable: None,
-        rollback: None,
-    };
-    match op {
-        Operation::EuiccAudit { validity_period }
-        | Operation::ProfileFallback {
-            validity_period, ..
-        }
-        | Operation::ProfileDelete {
-            validity_period, ..
-        } => request.validity_period = *validity_period,
-        Operation::ProfileDownload {
-            activation_code,
-            enable,
-            rollback,
-            validity_period,
-        } => {
-            request.validity_period = *validity_period;
-            request.activation_code = Some(activation_code.as_str().to_string());
-            request.enable = Some(*enable);
-            request.rollback = Some(*rollback);
-        }
-        Operation::ProfileEnable {
-            rollback,
-            validity_period,
-            ..
-        } => {
-            request.validity_period = *validity_period;
-            request.rollback = Some(*rollback);
-        }
-        _ => {}
-    }
-    request
 }

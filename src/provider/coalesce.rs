@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::ProviderError;
+use super::error::{ErrorClass, ProviderError};
 
 /// How long a leader waits for more callers.
 pub const LINGER: Duration = Duration::from_millis(15);
@@ -72,7 +72,7 @@ impl<I: Clone, O> Coalescer<I, O> {
         }
         rx.await.unwrap_or_else(|_| {
             let mut e = ProviderError::permanent("the batch this item was in was abandoned");
-            e.class = super::ErrorClass::Transient;
+            e.class = ErrorClass::Transient;
             e.maybe_applied = true;
             Err(e)
         })

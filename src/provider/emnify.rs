@@ -1,9 +1,17 @@
-//! emnify client (provider-apis.md section 1). Exchanges the application token for an auth
-//! token, and re-authenticates once when a token that worked before is refused (emnify tokens
-//! expire). SIM and endpoint changes are synchronous (204); eUICC operations are scheduled and
-//! confirmed by reading the operation.
+//! emnify (provider-apis.md section 1): everything simbatch believes about it.
 //!
-//! Wire structs here are the client's own reading of emnify's format, independent of the sandbox.
+//! [`EmnifyProvider`] holds the facts: SIM statuses `Issued`, `Activated`, `Suspended`,
+//! `Deleted`, `Factory Test` with only Issued→Activated/Factory Test, Factory Test→Activated
+//! and Activated↔Suspended allowed; endpoints (devices) `Enabled`/`Disabled`; organisation ids
+//! as `move` targets; eUICC (SGP.32) operations 1 audit … 5 delete with statuses 1 Scheduled …
+//! 5 Canceled, which operations contradict each other, and which one a resume adopts; 2,000
+//! requests per 5 minutes per IP.
+//!
+//! [`Emnify`] is an account's client: it exchanges the application token for an auth token and
+//! re-authenticates once when a token that worked before is refused (emnify tokens expire).
+//! SIM and endpoint changes are synchronous (204); eUICC operations are scheduled and confirmed
+//! by reading the operation. Wire structs here are the client's own reading of emnify's
+//! format, independent of the sandbox.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,9 +20,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
+use super::account::{Account, Call, Cursor, Page};
 use super::error::{from_status, ErrorClass, ProviderError};
+use super::facts::{CredentialEnv, Provider};
 use super::http::{Answer, Http, Refused};
-use super::state::{EuiccState, OperationState, Polled, ProfileState, SimState};
+use super::limiter::LaneLimits;
+use super::state::{
+    Decision, EuiccState, Observed, OperationState, Polled, ProfileState, Sent, SimState,
+};
+use crate::job::model::{
+    Action, JobRow, Operation, ProviderKind, TargetKind, DEFAULT_VALIDITY_PERIOD,
+};
 
 pub struct Emnify {
     http: Http,
@@ -72,7 +88,7 @@ struct OpError {
 }
 
 #[derive(Deserialize)]
-struct Operation {
+struct OperationWire {
     id: String,
     action: IdDesc,
     status: IdDesc,
@@ -409,7 +425,7 @@ impl Emnify {
     }
 
     async fn operations(&self, euicc_id: &str) -> Result<Vec<OperationState>, ProviderError> {
-        let ops: Vec<Operation> = self
+        let ops: Vec<OperationWire> = self
             .call(
                 Method::GET,
                 &format!("/api/v1/euicc/{euicc_id}/operation?per_page=1000"),
@@ -439,7 +455,7 @@ impl Emnify {
         if let Some(r) = op.rollback {
             item["rollback"] = json!(r);
         }
-        let created: Vec<Operation> = self
+        let created: Vec<OperationWire> = self
             .call(
                 Method::POST,
                 &format!("/api/v1/euicc/{euicc_id}/operation"),
@@ -460,7 +476,7 @@ impl Emnify {
         euicc_id: &str,
         op_id: &str,
     ) -> Result<Polled, ProviderError> {
-        let op: Operation = self
+        let op: OperationWire = self
             .call(
                 Method::GET,
                 &format!("/api/v1/euicc/{euicc_id}/operation/{op_id}"),
@@ -488,12 +504,374 @@ impl Emnify {
     }
 }
 
-fn operation_state(op: Operation) -> OperationState {
+fn operation_state(op: OperationWire) -> OperationState {
     OperationState {
         id: op.id,
         action: op.action.id as u8,
         status: op.status.id as u8,
         iccid: op.iccid_with_luhn,
         error: op.error.map(|e| e.message),
+    }
+}
+
+/// What simbatch believes about emnify.
+pub struct EmnifyProvider;
+
+impl Provider for EmnifyProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Emnify
+    }
+
+    fn default_base_url(&self) -> &'static str {
+        "https://cdn.emnify.net"
+    }
+
+    fn default_credentials(&self) -> CredentialEnv {
+        CredentialEnv::Token("EMNIFY_APPLICATION_TOKEN".into())
+    }
+
+    /// 2,000 requests per 5 minutes per IP: 5 + 6.65/s × 300 s = 2,000, so even the burst
+    /// stays inside the window.
+    fn documented_limits(&self) -> LaneLimits {
+        LaneLimits {
+            rate: Some((1995.0 / 300.0, 5)),
+            max_in_flight: None,
+            window: None,
+        }
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        !matches!(action, Action::Standby | Action::Register)
+    }
+
+    fn move_target_problem(&self, target: &str) -> Option<&'static str> {
+        (!target.bytes().all(|b| b.is_ascii_digit()) || target.len() > 18)
+            .then_some("an emnify organisation id is a number")
+    }
+
+    fn target_status(&self, op: &Operation) -> Option<&'static str> {
+        match op {
+            Operation::Activate => Some("Activated"),
+            Operation::Suspend => Some("Suspended"),
+            _ => None,
+        }
+    }
+
+    fn device_status(&self, enabled: bool) -> Option<&'static str> {
+        Some(if enabled { "Enabled" } else { "Disabled" })
+    }
+
+    /// Only Issued→Activated/Factory Test, Factory Test→Activated and Activated↔Suspended.
+    fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String> {
+        let status = sim.status.as_str();
+        let allowed = match want {
+            "Activated" => matches!(status, "Issued" | "Factory Test" | "Suspended"),
+            "Suspended" => status == "Activated",
+            _ => true,
+        };
+        (!allowed).then(|| format!("emnify does not allow {status} → {want}"))
+    }
+
+    fn shows_deleted(&self, sim: &SimState) -> bool {
+        sim.status == "Deleted"
+    }
+
+    /// The SIM listing does not show an endpoint's status: device rows are read live.
+    fn listing_shows(&self, op: &Operation) -> bool {
+        !matches!(op, Operation::EnableDevice | Operation::DisableDevice)
+    }
+
+    fn decide_euicc(&self, op: &Operation, euicc: &EuiccState) -> Decision {
+        decide_euicc(op, euicc)
+    }
+
+    fn operations_seen(&self, observed: &Observed) -> usize {
+        match observed {
+            Observed::Euicc(e) => e.operations.len(),
+            _ => 0,
+        }
+    }
+
+    /// An operation scheduled after the first `seen` that matches the row and is Scheduled or
+    /// Succeeded.
+    fn adopted_operation(&self, row: &JobRow, observed: &Observed, seen: usize) -> Option<String> {
+        let Observed::Euicc(e) = observed else {
+            return None;
+        };
+        let (action, iccid, _) = operation_code(&row.operation);
+        e.operations
+            .iter()
+            .skip(seen)
+            .find(|o| {
+                o.action == action
+                    && o.iccid.as_deref() == iccid
+                    && matches!(o.status, OP_SCHEDULED | OP_SUCCEEDED)
+            })
+            .map(|o| format!("{}/{}", e.id, o.id))
+    }
+
+    fn returns_to(&self, status: &str) -> Option<Operation> {
+        match status {
+            "Activated" => Some(Operation::Activate),
+            "Suspended" => Some(Operation::Suspend),
+            _ => None,
+        }
+    }
+}
+
+/// eUICC operation statuses (emnify's ids).
+const OP_SCHEDULED: u8 = 1;
+const OP_SUCCEEDED: u8 = 2;
+
+/// emnify's action id, profile ICCID and enable flag of an eUICC operation.
+pub fn operation_code(op: &Operation) -> (u8, Option<&str>, bool) {
+    match op {
+        Operation::EuiccAudit { .. } => (1, None, false),
+        Operation::ProfileDownload { enable, .. } => (2, None, *enable),
+        Operation::ProfileEnable { profile_iccid, .. } => (3, Some(profile_iccid.as_str()), true),
+        Operation::ProfileFallback { profile_iccid, .. } => {
+            (4, Some(profile_iccid.as_str()), false)
+        }
+        Operation::ProfileDelete { profile_iccid, .. } => (5, Some(profile_iccid.as_str()), false),
+        _ => (0, None, false),
+    }
+}
+
+/// Whether a pending eUICC operation contradicts the one a row would schedule (emnify would
+/// silently apply only the first).
+fn contradicts(pending_action: u8, pending_iccid: Option<&str>, op: &Operation) -> bool {
+    let changes_enabled = |action: u8, enable: bool| action == 3 || (action == 2 && enable);
+    let (action, iccid, enable) = operation_code(op);
+    (changes_enabled(pending_action, true) && changes_enabled(action, enable))
+        || (pending_action == 4 && action == 4)
+        || (pending_action == 2 && action == 2)
+        || (pending_iccid.is_some()
+            && pending_iccid == iccid
+            && pending_action != action
+            && pending_action != 1
+            && action != 1)
+}
+
+/// Pre-flight of an eUICC row: a contradicting pending operation fails it; enable, fallback
+/// and delete check the profiles.
+fn decide_euicc(op: &Operation, euicc: &EuiccState) -> Decision {
+    use Decision as D;
+    let enabled = euicc.enabled_profile().map(|p| p.iccid.as_str());
+    if let Some(conflict) = euicc
+        .operations
+        .iter()
+        .find(|o| o.status == OP_SCHEDULED && contradicts(o.action, o.iccid.as_deref(), op))
+    {
+        return D::fail(
+            format!("conflicting pending operation {}", conflict.id),
+            enabled,
+        );
+    }
+    match op {
+        Operation::EuiccAudit { .. } => D::send(enabled, "audited"),
+        Operation::ProfileDownload { .. } => D::send(enabled, "downloaded"),
+        Operation::ProfileEnable { profile_iccid, .. } => {
+            match euicc.profile(profile_iccid.as_str()) {
+                None => D::fail(
+                    format!("profile {profile_iccid} is not installed on this eUICC"),
+                    enabled,
+                ),
+                Some(p) if p.enabled => D::skip("already enabled", &p.iccid),
+                Some(_) => D::send(enabled, profile_iccid.as_str()),
+            }
+        }
+        Operation::ProfileFallback { profile_iccid, .. } => {
+            let previous = euicc
+                .fallback_profile()
+                .map(|p| p.iccid.as_str())
+                .unwrap_or("none");
+            match euicc.profile(profile_iccid.as_str()) {
+                None => D::fail(
+                    format!("profile {profile_iccid} is not installed on this eUICC"),
+                    Some(previous),
+                ),
+                Some(p) if p.enabled => D::fail(
+                    "a fallback must be a disabled profile, and this one is enabled",
+                    Some(previous),
+                ),
+                Some(p) if p.fallback => D::skip("already the fallback profile", previous),
+                Some(_) => D::send(Some(previous), profile_iccid.as_str()),
+            }
+        }
+        Operation::ProfileDelete { profile_iccid, .. } => {
+            match euicc.profile(profile_iccid.as_str()) {
+                None => D::skip("already deleted (not on this eUICC)", "absent"),
+                Some(p) if p.enabled => D::fail(
+                    "a profile cannot be deleted while it is enabled; enable another first",
+                    Some(&p.status),
+                ),
+                Some(p) => D::send(Some(&p.status), "deleted"),
+            }
+        }
+        other => D::fail(
+            format!("`{}` does not apply to an eUICC", other.action()),
+            None,
+        ),
+    }
+}
+
+/// The emnify operation request for an eUICC row.
+pub fn euicc_request(op: &Operation) -> OperationRequest {
+    let (action, iccid, _) = operation_code(op);
+    let mut request = OperationRequest {
+        action,
+        validity_period: DEFAULT_VALIDITY_PERIOD,
+        iccid: iccid.map(str::to_string),
+        activation_code: None,
+        enable: None,
+        rollback: None,
+    };
+    match op {
+        Operation::EuiccAudit { validity_period }
+        | Operation::ProfileFallback {
+            validity_period, ..
+        }
+        | Operation::ProfileDelete {
+            validity_period, ..
+        } => request.validity_period = *validity_period,
+        Operation::ProfileDownload {
+            activation_code,
+            enable,
+            rollback,
+            validity_period,
+        } => {
+            request.validity_period = *validity_period;
+            request.activation_code = Some(activation_code.as_str().to_string());
+            request.enable = Some(*enable);
+            request.rollback = Some(*rollback);
+        }
+        Operation::ProfileEnable {
+            rollback,
+            validity_period,
+            ..
+        } => {
+            request.validity_period = *validity_period;
+            request.rollback = Some(*rollback);
+        }
+        _ => {}
+    }
+    request
+}
+
+impl Account for Emnify {
+    fn provider(&self) -> &'static dyn Provider {
+        &EmnifyProvider
+    }
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    fn sim_page<'a>(&'a self, cursor: &'a Cursor, _group: Option<&'a str>) -> Call<'a, Page> {
+        Box::pin(async move {
+            let number = match cursor {
+                Cursor::First => 1,
+                Cursor::Number(n) => *n,
+                Cursor::Path(_) => {
+                    return Err(ProviderError::permanent(
+                        "emnify pages by number, not by link",
+                    ))
+                }
+            };
+            let (sims, pages) = self.sim_page(number).await?;
+            Ok(Page {
+                sims,
+                next: (number < pages).then_some(Cursor::Number(number + 1)),
+                pages: Some(pages),
+            })
+        })
+    }
+
+    fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed> {
+        Box::pin(async move {
+            if row.action().target_kind() == TargetKind::Euicc {
+                let eid = row.target.eid().expect("eUICC rows have an EID").as_str();
+                return Ok(self
+                    .find_euicc(eid)
+                    .await?
+                    .map_or(Observed::Missing, Observed::Euicc));
+            }
+            let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
+            let with_device = !EmnifyProvider.listing_shows(&row.operation);
+            Ok(self
+                .find_sim(iccid, with_device)
+                .await?
+                .map_or(Observed::Missing, Observed::Sim))
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        row: &'a JobRow,
+        observed: &'a Observed,
+        after: &'a str,
+    ) -> Call<'a, Sent> {
+        Box::pin(async move {
+            let sim = match observed {
+                Observed::Sim(s) => Some(s),
+                _ => None,
+            };
+            let sim_id = || {
+                sim.map(|s| s.id.clone())
+                    .ok_or_else(|| ProviderError::permanent("the SIM was not found"))
+            };
+            match &row.operation {
+                Operation::Activate | Operation::Suspend => {
+                    self.set_sim_status(&sim_id()?, after).await?;
+                    Ok(Sent::Done {
+                        after: after.into(),
+                    })
+                }
+                Operation::Move { target } => {
+                    self.set_customer_org(&sim_id()?, target).await?;
+                    Ok(Sent::Done {
+                        after: target.clone(),
+                    })
+                }
+                Operation::EnableDevice | Operation::DisableDevice => {
+                    let device = sim
+                        .and_then(|s| s.device.clone())
+                        .ok_or_else(|| ProviderError::permanent("no endpoint"))?;
+                    let enable = matches!(row.operation, Operation::EnableDevice);
+                    self.set_endpoint_status(&device.0, enable).await?;
+                    Ok(Sent::Done {
+                        after: after.into(),
+                    })
+                }
+                Operation::Delete { .. } => {
+                    let endpoint = sim.and_then(|s| s.device.as_ref().map(|d| d.0.clone()));
+                    self.delete_sim(&sim_id()?, endpoint.as_deref()).await?;
+                    Ok(Sent::Done {
+                        after: "deleted".into(),
+                    })
+                }
+                Operation::Standby | Operation::Register { .. } => Err(ProviderError::permanent(
+                    format!("`{}` is not supported by emnify", row.action()),
+                )),
+                op => {
+                    let Observed::Euicc(euicc) = observed else {
+                        return Err(ProviderError::permanent("the eUICC was not found"));
+                    };
+                    let id = self.schedule(&euicc.id, &euicc_request(op)).await?;
+                    Ok(Sent::Accepted {
+                        reference: format!("{}/{id}", euicc.id),
+                    })
+                }
+            }
+        })
+    }
+
+    fn poll<'a>(&'a self, reference: &'a str, _after: &'a str) -> Call<'a, Polled> {
+        Box::pin(async move {
+            let (euicc, op) = reference
+                .split_once('/')
+                .ok_or_else(|| ProviderError::permanent("malformed reference"))?;
+            self.poll_operation(euicc, op).await
+        })
     }
 }

@@ -3,9 +3,8 @@
 //! show where they start (Telnyx; see [`super::window`]), and a lane-wide pause after a 429 so
 //! that one refusal slows every worker of the lane, not just the request that got it.
 //!
-//! Defaults follow each provider's documented limits, set so that even the burst stays inside
-//! a windowed limit: emnify allows 2,000 requests per 5 minutes per IP, so burst + rate × 300 s
-//! must not exceed 2,000; Telnyx's 100 per 1-second window is met by spacing requests evenly.
+//! Each provider's documented limits are its own (`Provider::documented_limits`), set so that
+//! even the burst stays inside a windowed limit.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,6 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::error::header_number;
 use super::window::{Decision, WindowFollower};
-use crate::job::ProviderKind;
 
 tokio::task_local! {
     /// Time the current row spent waiting at rate gates (set by the pipeline per row), so that
@@ -39,32 +37,6 @@ pub struct LaneLimits {
 }
 
 impl LaneLimits {
-    /// The documented limits of a provider kind.
-    pub fn documented(kind: ProviderKind) -> LaneLimits {
-        match kind {
-            // 5 + 6.65/s × 300 s = 2,000: the 5-minute window is never exceeded.
-            ProviderKind::Emnify => LaneLimits {
-                rate: Some((1995.0 / 300.0, 5)),
-                max_in_flight: None,
-                window: None,
-            },
-            ProviderKind::Twilio => LaneLimits {
-                rate: None,
-                max_in_flight: Some(100),
-                window: None,
-            },
-            // A little under 100/s with a burst of 2: any 1-second window holds at most 98 + 2, and
-            // a timer that wakes late can catch up instead of losing the slot. Once the answers'
-            // x-ratelimit-* headers show where the provider's windows start, each is filled to
-            // the limit they state.
-            ProviderKind::Telnyx => LaneLimits {
-                rate: Some((98.0, 2)),
-                max_in_flight: None,
-                window: Some((Duration::from_secs(1), None)),
-            },
-        }
-    }
-
     /// `--rate N` (requests/s): replaces the rate, keeps any in-flight cap. The burst is 1% of
     /// the rate (at least 1): timers wake up to a millisecond late, and without a little credit
     /// every late wake-up is lost for good (measured: 440 of 500 requests/s with burst 1). Any

@@ -1,4 +1,5 @@
-//! The provider-neutral view of a target that pre-flight, reconciliation and reports work with.
+//! The provider-neutral view of a target that pre-flight, reconciliation and reports work with,
+//! and pre-flight's verdict on a row.
 //! Status texts stay in the provider's own words (`Activated`, `inactive`, `disabled`) because
 //! that is what `before`/`after` in the reports must say and what a revert job restores.
 
@@ -81,4 +82,54 @@ pub enum Polled {
     Waiting,
     Done { after: String },
     Failed { reason: String },
+}
+
+/// What the provider shows for a row's target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// No such SIM/eUICC at this provider (or not registered to the account).
+    Missing,
+    Sim(SimState),
+    Euicc(EuiccState),
+}
+
+/// The pre-flight verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Skip {
+        reason: String,
+        before: Option<String>,
+    },
+    Fail {
+        reason: String,
+        before: Option<String>,
+    },
+    /// Send the change; `before` is the state it replaces, `after` the state it should produce.
+    Send {
+        before: Option<String>,
+        after: String,
+    },
+}
+
+impl Decision {
+    pub fn skip(reason: impl Into<String>, before: &str) -> Decision {
+        Decision::Skip {
+            reason: reason.into(),
+            before: Some(before.to_string()),
+        }
+    }
+
+    pub fn fail(reason: impl Into<String>, before: Option<&str>) -> Decision {
+        Decision::Fail {
+            reason: reason.into(),
+            before: before.map(str::to_string),
+        }
+    }
+
+    pub fn send(before: Option<&str>, after: impl Into<String>) -> Decision {
+        Decision::Send {
+            before: before.map(str::to_string),
+            after: after.into(),
+        }
+    }
 }

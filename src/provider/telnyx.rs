@@ -1,17 +1,31 @@
-//! Telnyx Wireless client (provider-apis.md section 3): Bearer auth, `{data}` envelopes,
-//! bracketed query keys. Status changes are SIM Card Actions (202), confirmed by reading the
-//! action; deletion is confirmed when the SIM is gone.
+//! Telnyx Wireless (provider-apis.md section 3): everything simbatch believes about it.
 //!
-//! Wire structs here are the client's own reading of Telnyx's format, independent of the sandbox.
+//! [`TelnyxProvider`] holds the facts: SIM statuses `enabled`, `disabled`, `standby` (and the
+//! transitional `enabling`, `disabling`, `setting_standby`, `registering`); enabling and standby
+//! need a SIM card group; nothing changes while `data_limit_exceeded`; SIM card group UUIDs as
+//! `move` targets; a limit per one-second window, told back in `x-ratelimit-*`.
+//!
+//! [`Telnyx`] is an account's client: Bearer auth, `{data}` envelopes, bracketed query keys.
+//! Status changes are SIM Card Actions (202), confirmed by listing the actions in progress and
+//! failed (or reading each); deletion is confirmed when the SIM is gone; registrations of
+//! concurrent rows go out together. Wire structs here are the client's own reading of Telnyx's
+//! format, independent of the sandbox.
 
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::account::{Account, Call, Cursor, Page};
 use super::coalesce::Coalescer;
 use super::error::{from_status, ProviderError};
+use super::facts::{CredentialEnv, Provider};
 use super::http::{Http, Refused};
-use super::state::{Polled, Sent, SimState};
+use super::limiter::LaneLimits;
+use super::state::{Observed, Polled, Sent, SimState};
+use crate::job::model::{Action, JobRow, Operation, ProviderKind};
 
 pub struct Telnyx {
     http: Http,
@@ -41,7 +55,7 @@ struct SimCard {
 }
 
 #[derive(Deserialize)]
-struct Action {
+struct SimCardAction {
     id: String,
     status: Status,
 }
@@ -163,7 +177,7 @@ impl Telnyx {
         }
         #[derive(Deserialize)]
         struct Page {
-            data: Vec<Action>,
+            data: Vec<SimCardAction>,
             meta: Meta,
         }
         let mut out = Vec::new();
@@ -183,7 +197,7 @@ impl Telnyx {
 
     /// Starts `enable`, `disable` or `set_standby`; the action's id.
     pub async fn action(&self, sim_id: &str, action: &str) -> Result<Sent, ProviderError> {
-        let created: Data<Action> = self
+        let created: Data<SimCardAction> = self
             .call(
                 Method::POST,
                 &format!("/v2/sim_cards/{sim_id}/actions/{action}"),
@@ -201,7 +215,7 @@ impl Telnyx {
         action_id: &str,
         target: &str,
     ) -> Result<Polled, ProviderError> {
-        let action: Data<Action> = self
+        let action: Data<SimCardAction> = self
             .call(
                 Method::GET,
                 &format!("/v2/sim_card_actions/{action_id}"),
@@ -359,6 +373,213 @@ impl Telnyx {
             Polled::Done { after: s.status }
         } else {
             Polled::Waiting
+        })
+    }
+}
+
+/// What simbatch believes about Telnyx Wireless.
+pub struct TelnyxProvider;
+
+impl Provider for TelnyxProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Telnyx
+    }
+
+    fn default_base_url(&self) -> &'static str {
+        "https://api.telnyx.com"
+    }
+
+    fn default_credentials(&self) -> CredentialEnv {
+        CredentialEnv::Token("TELNYX_API_KEY".into())
+    }
+
+    /// A little under 100/s with a burst of 2: any 1-second window holds at most 98 + 2, and a
+    /// timer that wakes late can catch up instead of losing the slot. Once the answers'
+    /// `x-ratelimit-*` headers show where the provider's windows start, each is filled to the
+    /// limit they state.
+    fn documented_limits(&self) -> LaneLimits {
+        LaneLimits {
+            rate: Some((98.0, 2)),
+            max_in_flight: None,
+            window: Some((Duration::from_secs(1), None)),
+        }
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        matches!(
+            action,
+            Action::Activate
+                | Action::Suspend
+                | Action::Standby
+                | Action::Delete
+                | Action::Move
+                | Action::Register
+        )
+    }
+
+    fn move_target_problem(&self, target: &str) -> Option<&'static str> {
+        (!crate::job::ids::is_uuid(target)).then_some("a Telnyx SIM card group id is a UUID")
+    }
+
+    fn target_status(&self, op: &Operation) -> Option<&'static str> {
+        match op {
+            Operation::Activate => Some("enabled"),
+            Operation::Suspend => Some("disabled"),
+            Operation::Standby => Some("standby"),
+            _ => None,
+        }
+    }
+
+    fn refuses_any_change(&self, sim: &SimState) -> Option<String> {
+        (sim.status == "data_limit_exceeded").then(|| {
+            "Telnyx refuses changes while the SIM is `data_limit_exceeded`; raise its data limit first".to_string()
+        })
+    }
+
+    fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String> {
+        (matches!(want, "enabled" | "standby") && sim.group.is_none()).then(|| {
+            "Telnyx needs the SIM in a SIM card group to enable it or set it to standby".to_string()
+        })
+    }
+
+    fn returns_to(&self, status: &str) -> Option<Operation> {
+        match status {
+            "enabled" => Some(Operation::Activate),
+            "disabled" => Some(Operation::Suspend),
+            "standby" => Some(Operation::Standby),
+            _ => None,
+        }
+    }
+}
+
+impl Account for Telnyx {
+    fn provider(&self) -> &'static dyn Provider {
+        &TelnyxProvider
+    }
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    fn sim_page<'a>(&'a self, cursor: &'a Cursor, _group: Option<&'a str>) -> Call<'a, Page> {
+        Box::pin(async move {
+            let number = match cursor {
+                Cursor::First => 1,
+                Cursor::Number(n) => *n,
+                Cursor::Path(_) => {
+                    return Err(ProviderError::permanent(
+                        "Telnyx pages by number, not by link",
+                    ))
+                }
+            };
+            let (sims, pages) = self.sim_page(number).await?;
+            Ok(Page {
+                sims,
+                next: (number < pages).then_some(Cursor::Number(number + 1)),
+                pages: Some(pages),
+            })
+        })
+    }
+
+    fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed> {
+        Box::pin(async move {
+            let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
+            Ok(self
+                .find_sim(iccid)
+                .await?
+                .map_or(Observed::Missing, Observed::Sim))
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        row: &'a JobRow,
+        observed: &'a Observed,
+        after: &'a str,
+    ) -> Call<'a, Sent> {
+        Box::pin(async move {
+            let sim_id = || match observed {
+                Observed::Sim(s) => Ok(s.id.clone()),
+                _ => Err(ProviderError::permanent("the SIM was not found")),
+            };
+            match &row.operation {
+                Operation::Activate => self.action(&sim_id()?, "enable").await,
+                Operation::Suspend => self.action(&sim_id()?, "disable").await,
+                Operation::Standby => self.action(&sim_id()?, "set_standby").await,
+                Operation::Move { .. } => self.set_group(&sim_id()?, after).await,
+                Operation::Delete { report_lost } => {
+                    let id = sim_id()?;
+                    self.delete(&id, *report_lost).await?;
+                    Ok(Sent::Accepted {
+                        reference: format!("delete:{id}"),
+                    })
+                }
+                Operation::Register { registration_code } => {
+                    let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
+                    let sim = self.register_one(iccid, registration_code).await?;
+                    Ok(Sent::Accepted {
+                        reference: format!("settle:{}", sim.id),
+                    })
+                }
+                op => Err(ProviderError::permanent(format!(
+                    "`{}` is not supported by telnyx",
+                    op.action()
+                ))),
+            }
+        })
+    }
+
+    /// `delete:<id>` waits for the SIM to be gone, `settle:<id>` for a registered SIM to
+    /// settle; anything else is a SIM Card Action's id.
+    fn poll<'a>(&'a self, reference: &'a str, after: &'a str) -> Call<'a, Polled> {
+        Box::pin(async move {
+            match reference.split_once(':') {
+                Some(("delete", id)) => self.poll_deleted(id).await,
+                Some(("settle", id)) => self.poll_settled(id).await,
+                _ => self.poll_action(reference, after).await,
+            }
+        })
+    }
+
+    /// SIM Card Actions can be listed by status; deletions and registrations cannot.
+    fn batchable(&self, reference: &str) -> bool {
+        !reference.contains(':')
+    }
+
+    /// In progress first, then failed: an action that fails between the two reads shows up in
+    /// the second, so it can never pass for completed.
+    fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
+        Box::pin(async move {
+            let in_progress: HashSet<String> = self
+                .actions_with_status("in-progress")
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let failed: HashMap<String, Option<String>> = self
+                .actions_with_status("failed")
+                .await?
+                .into_iter()
+                .collect();
+            Ok(waiting
+                .iter()
+                .map(|(reference, after)| {
+                    if in_progress.contains(reference) {
+                        Polled::Waiting
+                    } else if let Some(reason) = failed.get(reference) {
+                        Polled::Failed {
+                            reason: format!(
+                                "SIM card action failed: {}",
+                                reason.clone().unwrap_or_else(|| "no reason given".into())
+                            ),
+                        }
+                    } else {
+                        Polled::Done {
+                            after: after.clone(),
+                        }
+                    }
+                })
+                .collect())
         })
     }
 }

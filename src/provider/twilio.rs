@@ -1,19 +1,28 @@
-//! Twilio Super SIM client (provider-apis.md section 2): HTTP Basic auth, form-encoded
-//! PascalCase writes, snake_case JSON answers. Status changes are asynchronous (202
-//! `scheduled`) and confirmed by reading the Sim until it leaves `scheduled`.
+//! Twilio Super SIM (provider-apis.md section 2): everything simbatch believes about it.
 //!
-//! Wire structs here are the client's own reading of Twilio's format, independent of the sandbox.
+//! [`TwilioProvider`] holds the facts: Sim statuses `new`, `ready`, `active`, `inactive`
+//! (`scheduled` while a change settles); a Sim is activated only in a Fleet and never returns
+//! to `new`; Fleets (SID `HF…` or unique name) as `move` targets; a cap on requests in flight.
+//!
+//! [`Twilio`] is an account's client: HTTP Basic auth, form-encoded PascalCase writes,
+//! snake_case JSON answers. Status changes are asynchronous (202 `scheduled`) and confirmed by
+//! listing the Sims by status (or reading each). Wire structs here are the client's own
+//! reading of Twilio's format, independent of the sandbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::account::{Account, Call, Cursor, Page};
 use super::error::{from_status, ProviderError};
+use super::facts::{CredentialEnv, Provider};
 use super::http::{Http, Refused};
-use super::state::{Polled, Sent, SimState};
+use super::limiter::LaneLimits;
+use super::state::{Observed, Polled, Sent, SimState};
+use crate::job::model::{Action, JobRow, Operation, ProviderKind};
 
 pub struct Twilio {
     http: Http,
@@ -227,5 +236,209 @@ impl Twilio {
             .await
             .insert(target.to_string(), fleet.sid.clone());
         Ok(fleet.sid)
+    }
+}
+
+/// What simbatch believes about Twilio Super SIM.
+pub struct TwilioProvider;
+
+impl Provider for TwilioProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Twilio
+    }
+
+    fn default_base_url(&self) -> &'static str {
+        "https://supersim.twilio.com"
+    }
+
+    fn default_credentials(&self) -> CredentialEnv {
+        CredentialEnv::Basic {
+            username: "TWILIO_ACCOUNT_SID".into(),
+            password: "TWILIO_AUTH_TOKEN".into(),
+        }
+    }
+
+    /// Twilio caps requests in flight (100, as third parties report; it publishes no number).
+    fn documented_limits(&self) -> LaneLimits {
+        LaneLimits {
+            rate: None,
+            max_in_flight: Some(100),
+            window: None,
+        }
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        matches!(
+            action,
+            Action::Activate | Action::Suspend | Action::Move | Action::Register
+        )
+    }
+
+    /// A Fleet SID (`HF` + 32 hex digits) or a unique name.
+    fn move_target_problem(&self, target: &str) -> Option<&'static str> {
+        let looks_like_sid = target.len() >= 2 && target[..2].eq_ignore_ascii_case("HF");
+        let valid_sid = target.len() == 34
+            && target.starts_with("HF")
+            && target[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        (looks_like_sid && target.len() == 34 && !valid_sid)
+            .then_some("a Fleet SID is HF followed by 32 hex digits")
+    }
+
+    fn target_status(&self, op: &Operation) -> Option<&'static str> {
+        match op {
+            Operation::Activate => Some("active"),
+            Operation::Suspend => Some("inactive"),
+            _ => None,
+        }
+    }
+
+    /// Twilio only activates a Sim that belongs to a Fleet.
+    fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String> {
+        (want == "active" && sim.group.is_none()).then(|| {
+            "the Super SIM has no Fleet: Twilio only activates SIMs in a Fleet (add a `move` row first)".to_string()
+        })
+    }
+
+    fn returns_to(&self, status: &str) -> Option<Operation> {
+        match status {
+            "active" => Some(Operation::Activate),
+            "inactive" => Some(Operation::Suspend),
+            _ => None,
+        }
+    }
+}
+
+impl Account for Twilio {
+    fn provider(&self) -> &'static dyn Provider {
+        &TwilioProvider
+    }
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// Linked pages; the listing can be narrowed to one Fleet.
+    fn sim_page<'a>(&'a self, cursor: &'a Cursor, group: Option<&'a str>) -> Call<'a, Page> {
+        Box::pin(async move {
+            let path = match cursor {
+                Cursor::First => Twilio::first_page(group),
+                Cursor::Path(path) => path.clone(),
+                Cursor::Number(_) => {
+                    return Err(ProviderError::permanent(
+                        "Twilio pages by link, not by number",
+                    ))
+                }
+            };
+            let (sims, next) = self.sim_page(&path).await?;
+            Ok(Page {
+                sims,
+                next: next.map(Cursor::Path),
+                pages: None,
+            })
+        })
+    }
+
+    fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed> {
+        Box::pin(async move {
+            let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
+            Ok(self
+                .find_sim(iccid)
+                .await?
+                .map_or(Observed::Missing, Observed::Sim))
+        })
+    }
+
+    fn move_target<'a>(&'a self, row: &'a JobRow) -> Call<'a, Option<String>> {
+        Box::pin(async move {
+            match &row.operation {
+                Operation::Move { target } => self.fleet_sid(target).await.map(Some),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        row: &'a JobRow,
+        observed: &'a Observed,
+        after: &'a str,
+    ) -> Call<'a, Sent> {
+        Box::pin(async move {
+            let sim_id = || match observed {
+                Observed::Sim(s) => Ok(s.id.clone()),
+                _ => Err(ProviderError::permanent("the SIM was not found")),
+            };
+            match &row.operation {
+                Operation::Activate | Operation::Suspend => {
+                    self.update(&sim_id()?, &[("Status", after)]).await
+                }
+                Operation::Move { .. } => self.update(&sim_id()?, &[("Fleet", after)]).await,
+                Operation::Register { registration_code } => {
+                    let iccid = row.target.iccid().expect("SIM rows have an ICCID").as_str();
+                    let sim = self.register(iccid, registration_code).await?;
+                    Ok(Sent::Done { after: sim.status })
+                }
+                op => Err(ProviderError::permanent(format!(
+                    "`{}` is not supported by twilio",
+                    op.action()
+                ))),
+            }
+        })
+    }
+
+    fn poll<'a>(&'a self, reference: &'a str, after: &'a str) -> Call<'a, Polled> {
+        Box::pin(self.poll_status(reference, after))
+    }
+
+    fn batchable(&self, _reference: &str) -> bool {
+        true
+    }
+
+    /// Still `scheduled`: waiting. Otherwise it settled: on its target, or elsewhere. The
+    /// scheduled list is read first, then each status the changes may have settled on, those
+    /// listings side by side (a Sim seen settled stays settled).
+    fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
+        Box::pin(async move {
+            let scheduled: HashSet<String> = self
+                .list("scheduled")
+                .await?
+                .into_iter()
+                .map(|(_, s)| s.id)
+                .collect();
+            let statuses: HashSet<&String> = waiting
+                .iter()
+                .filter(|(reference, _)| !scheduled.contains(reference))
+                .map(|(_, after)| after)
+                .collect();
+            let settled_on: HashMap<String, HashSet<String>> =
+                futures_util::future::try_join_all(statuses.into_iter().map(|after| async {
+                    let sids = self
+                        .list(after)
+                        .await?
+                        .into_iter()
+                        .map(|(_, s)| s.id)
+                        .collect();
+                    Ok::<_, ProviderError>((after.clone(), sids))
+                }))
+                .await?
+                .into_iter()
+                .collect();
+            Ok(waiting
+                .iter()
+                .map(|(reference, after)| {
+                    if scheduled.contains(reference) {
+                        Polled::Waiting
+                    } else if settled_on.get(after).is_some_and(|s| s.contains(reference)) {
+                        Polled::Done {
+                            after: after.clone(),
+                        }
+                    } else {
+                        Polled::Failed {
+                            reason: format!("Twilio settled the Sim elsewhere than `{after}`"),
+                        }
+                    }
+                })
+                .collect())
+        })
     }
 }

@@ -4,7 +4,8 @@
 //! revertible, with the reason.
 
 use crate::job::ids::Iccid;
-use crate::job::{Action, JobRow, Operation, ProviderKind};
+use crate::job::{Action, JobRow, Operation};
+use crate::provider::registry::provider_of;
 use crate::store::{Outcome, RowRecord};
 
 /// Actions whose effect cannot be undone by another job row.
@@ -26,20 +27,6 @@ pub enum Inverse {
     NotRevertible(String),
 }
 
-/// The action that puts a SIM back into `status` at its provider.
-fn status_action(kind: ProviderKind, status: &str) -> Option<Operation> {
-    match (kind, status) {
-        (ProviderKind::Emnify, "Activated")
-        | (ProviderKind::Twilio, "active")
-        | (ProviderKind::Telnyx, "enabled") => Some(Operation::Activate),
-        (ProviderKind::Emnify, "Suspended")
-        | (ProviderKind::Twilio, "inactive")
-        | (ProviderKind::Telnyx, "disabled") => Some(Operation::Suspend),
-        (ProviderKind::Telnyx, "standby") => Some(Operation::Standby),
-        _ => None,
-    }
-}
-
 /// The inverse of a row that ran; `None` unless it succeeded.
 pub fn inverse(row: &JobRow, record: &RowRecord) -> Option<Inverse> {
     if record.outcome != Some(Outcome::Succeeded) {
@@ -48,7 +35,7 @@ pub fn inverse(row: &JobRow, record: &RowRecord) -> Option<Inverse> {
     let before = record.before.as_deref().unwrap_or_default();
     let not = |why: String| Some(Inverse::NotRevertible(why));
     let operation = match &row.operation {
-        Operation::Activate | Operation::Suspend | Operation::Standby => match status_action(row.kind, before) {
+        Operation::Activate | Operation::Suspend | Operation::Standby => match provider_of(row.kind).returns_to(before) {
             Some(op) => op,
             None => return not(format!("{} cannot return a SIM to `{before}`", row.kind)),
         },
@@ -78,133 +65,4 @@ pub fn inverse(row: &JobRow, record: &RowRecord) -> Option<Inverse> {
         operation,
         ..row.clone()
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::Target;
-    use crate::store::Phase;
-
-    fn row(kind: ProviderKind, operation: Operation) -> JobRow {
-        JobRow {
-            line: 2,
-            id: "7".into(),
-            provider: kind.name().into(),
-            kind,
-            target: Target::Sim {
-                iccid: Iccid::from_trusted("89883030000080139311".into()),
-                eid: None,
-            },
-            operation,
-            group: None,
-            not_before: None,
-            extra: vec![],
-        }
-    }
-
-    fn done(outcome: Outcome, before: &str) -> RowRecord {
-        let mut r = RowRecord::sending(chrono::Utc::now(), 1);
-        r.phase = Phase::Done;
-        r.outcome = Some(outcome);
-        r.before = Some(before.into());
-        r
-    }
-
-    fn op_of(i: Option<Inverse>) -> Operation {
-        match i {
-            Some(Inverse::Row(r)) => r.operation,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn status_changes_go_back_to_where_they_were() {
-        assert_eq!(
-            op_of(inverse(
-                &row(ProviderKind::Emnify, Operation::Suspend),
-                &done(Outcome::Succeeded, "Activated")
-            )),
-            Operation::Activate
-        );
-        assert_eq!(
-            op_of(inverse(
-                &row(ProviderKind::Telnyx, Operation::Activate),
-                &done(Outcome::Succeeded, "standby")
-            )),
-            Operation::Standby
-        );
-        assert_eq!(
-            op_of(inverse(
-                &row(ProviderKind::Twilio, Operation::Suspend),
-                &done(Outcome::Succeeded, "active")
-            )),
-            Operation::Activate
-        );
-        assert!(matches!(
-            inverse(
-                &row(ProviderKind::Twilio, Operation::Activate),
-                &done(Outcome::Succeeded, "new")
-            ),
-            Some(Inverse::NotRevertible(_))
-        ));
-    }
-
-    #[test]
-    fn only_succeeded_rows_are_reverted() {
-        for o in [
-            Outcome::Skipped,
-            Outcome::Failed,
-            Outcome::Pending,
-            Outcome::Blocked,
-        ] {
-            assert_eq!(
-                inverse(
-                    &row(ProviderKind::Emnify, Operation::Suspend),
-                    &done(o, "Activated")
-                ),
-                None
-            );
-        }
-    }
-
-    #[test]
-    fn moves_devices_and_profiles() {
-        assert_eq!(
-            op_of(inverse(
-                &row(ProviderKind::Emnify, Operation::Move { target: "2".into() }),
-                &done(Outcome::Succeeded, "1")
-            )),
-            Operation::Move { target: "1".into() }
-        );
-        assert_eq!(
-            op_of(inverse(
-                &row(ProviderKind::Emnify, Operation::DisableDevice),
-                &done(Outcome::Succeeded, "Enabled")
-            )),
-            Operation::EnableDevice
-        );
-        let enable = Operation::ProfileEnable {
-            profile_iccid: Iccid::from_trusted("89883030000080139311".into()),
-            rollback: true,
-            validity_period: 60,
-        };
-        let back = op_of(inverse(
-            &row(ProviderKind::Emnify, enable),
-            &done(Outcome::Succeeded, "89883030000000001294"),
-        ));
-        assert!(
-            matches!(back, Operation::ProfileEnable { profile_iccid, .. } if profile_iccid.as_str() == "89883030000000001294")
-        );
-        assert!(matches!(
-            inverse(
-                &row(
-                    ProviderKind::Telnyx,
-                    Operation::Delete { report_lost: false }
-                ),
-                &done(Outcome::Succeeded, "enabled")
-            ),
-            Some(Inverse::NotRevertible(_))
-        ));
-    }
 }

@@ -269,7 +269,7 @@ impl Inventory {
 
     fn find(&self, id: &str) -> Result<usize, Response> {
         let number = sim_number(id).ok_or_else(|| {
-            if crate::job::parse::is_uuid(id) {
+            if crate::job::ids::is_uuid(id) {
                 not_found(id)
             } else {
                 error(

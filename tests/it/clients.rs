@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use simbatch::job::{Iccid, JobRow, Operation, Target};
-use simbatch::pipeline::lane::{Client, Lane};
-use simbatch::pipeline::preflight::Observed;
+use simbatch::pipeline::lane::Lane;
 use simbatch::provider::emnify::{Emnify, OperationRequest};
 use simbatch::provider::http::Http;
 use simbatch::provider::limiter::{LaneLimits, RateGate};
 use simbatch::provider::telnyx::Telnyx;
 use simbatch::provider::twilio::Twilio;
+use simbatch::provider::Observed;
 use simbatch::provider::{ErrorClass, Polled, Sent};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
@@ -371,8 +371,7 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
     .await;
     let lane = Lane {
         name: "twilio".into(),
-        kind: simbatch::job::ProviderKind::Twilio,
-        client: Client::Twilio(Twilio::new(
+        account: Box::new(Twilio::new(
             http(&sb, "twilio", OPEN),
             "AC00000000000000000000000000000001".into(),
             "t".into(),
@@ -431,7 +430,8 @@ async fn the_telnyx_lane_follows_the_providers_windows_without_a_refusal() {
         ..SandboxConfig::default()
     })
     .await;
-    let limits = LaneLimits::documented(simbatch::job::ProviderKind::Telnyx);
+    let limits =
+        simbatch::provider::provider_of(simbatch::job::ProviderKind::Telnyx).documented_limits();
     let client = Arc::new(Telnyx::new(http(&sb, "telnyx", limits), "key".into()));
     let until = Instant::now() + Duration::from_millis(3_500);
     let mut tasks = Vec::new();

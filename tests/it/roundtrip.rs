@@ -18,7 +18,7 @@ fn combos() -> Vec<(ProviderKind, Action)> {
         .flat_map(|k| {
             Action::ALL
                 .into_iter()
-                .filter(move |a| a.supported_by(k))
+                .filter(move |a| simbatch::provider::provider_of(k).supports(*a))
                 .map(move |a| (k, a))
         })
         .collect()

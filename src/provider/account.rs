@@ -1,0 +1,80 @@
+//! What an account at a provider does over the wire, as the pipeline sees it: read the
+//! inventory page by page, read one target, send a row's change, read an asynchronous change
+//! back (one by one, or many at once where the provider can list them). Each provider's
+//! module implements it over the shared HTTP layer; the pipeline holds a `dyn Account` and
+//! never matches on the provider.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::job::model::JobRow;
+
+use super::error::ProviderError;
+use super::facts::Provider;
+use super::http::Http;
+use super::state::{Observed, Polled, Sent, SimState};
+
+/// A provider call in flight.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+/// Where a walk over the inventory stands: numbered pages (emnify, Telnyx) or the next page's
+/// path (Twilio).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    First,
+    Number(u64),
+    Path(String),
+}
+
+/// One page of the SIM inventory.
+pub struct Page {
+    /// (ICCID, state) of each SIM listed.
+    pub sims: Vec<(String, SimState)>,
+    pub next: Option<Cursor>,
+    /// How many pages there are, where the provider says (numbered pages).
+    pub pages: Option<u64>,
+}
+
+pub trait Account: Send + Sync {
+    /// What simbatch believes about the provider.
+    fn provider(&self) -> &'static dyn Provider;
+
+    fn http(&self) -> &Http;
+
+    /// One page of the inventory from `cursor`; `group` narrows it where the provider can
+    /// (Twilio's Fleet), and may be ignored elsewhere (the caller filters too).
+    fn sim_page<'a>(&'a self, cursor: &'a Cursor, group: Option<&'a str>) -> Call<'a, Page>;
+
+    /// What the provider shows for the row's target now.
+    fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed>;
+
+    /// The group id a `move` compares against (a Twilio Fleet name resolves to its SID).
+    fn move_target<'a>(&'a self, _row: &'a JobRow) -> Call<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Sends the row's change; `after` is what pre-flight expects it to produce.
+    fn send<'a>(
+        &'a self,
+        row: &'a JobRow,
+        observed: &'a Observed,
+        after: &'a str,
+    ) -> Call<'a, Sent>;
+
+    /// Reads an asynchronous change by its reference.
+    fn poll<'a>(&'a self, reference: &'a str, after: &'a str) -> Call<'a, Polled>;
+
+    /// Whether a change with this reference can be confirmed in a batch.
+    fn batchable(&self, _reference: &str) -> bool {
+        false
+    }
+
+    /// Confirms many changes at once, by listing them: one result per `(reference, after)`.
+    fn confirm_batch<'a>(&'a self, _waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
+        Box::pin(async {
+            Err(ProviderError::permanent(
+                "this provider's changes are confirmed one by one",
+            ))
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! What simbatch believes about a kind of provider, whatever the account: its status
+//! vocabulary, which transitions pre-flight refuses, the inverse of a status change for
+//! `revert`, the forms of a `move` target, its documented limits and defaults. Pure and
+//! static — reports and `revert` use it from the state store alone, without credentials —
+//! and implemented once per provider in that provider's module, next to its wire calls
+//! ([`super::account::Account`]). The pipeline asks this trait; it never matches on the kind.
+
+use crate::job::model::{Action, JobRow, Operation, ProviderKind};
+
+use super::limiter::LaneLimits;
+use super::state::{Decision, EuiccState, Observed, SimState};
+
+/// Names of the environment variables that hold an account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialEnv {
+    Token(String),
+    Basic { username: String, password: String },
+}
+
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// The real provider's API root (the client adds `/api/v1`, `/v1`, `/v2`).
+    fn default_base_url(&self) -> &'static str;
+
+    /// The environment variables credentials are read from by default.
+    fn default_credentials(&self) -> CredentialEnv;
+
+    /// The limits the provider documents, as the lane's rate gate keeps them.
+    fn documented_limits(&self) -> LaneLimits;
+
+    /// SPEC 1.2's support table.
+    fn supports(&self, action: Action) -> bool;
+
+    /// Why `target` is not a `move` target in this provider's form, if it is not.
+    fn move_target_problem(&self, target: &str) -> Option<&'static str>;
+
+    /// The status wording an action aims at (`Activated`, `inactive`, `standby`…).
+    fn target_status(&self, op: &Operation) -> Option<&'static str>;
+
+    /// The wording of a device (endpoint) enabled or disabled; `None` without devices.
+    fn device_status(&self, _enabled: bool) -> Option<&'static str> {
+        None
+    }
+
+    /// Why no status change of this SIM is possible now, whatever the target.
+    fn refuses_any_change(&self, _sim: &SimState) -> Option<String> {
+        None
+    }
+
+    /// Why the provider refuses `sim` → `want`, if it does.
+    fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String>;
+
+    /// Whether a SIM the provider still shows is deleted.
+    fn shows_deleted(&self, _sim: &SimState) -> bool {
+        false
+    }
+
+    /// Whether the inventory listing shows what this operation changes (emnify's listing does
+    /// not show a device's status: such rows are read live).
+    fn listing_shows(&self, _op: &Operation) -> bool {
+        true
+    }
+
+    /// Pre-flight for an eUICC row.
+    fn decide_euicc(&self, op: &Operation, _euicc: &EuiccState) -> Decision {
+        Decision::Fail {
+            reason: format!("`{}` does not apply to an eUICC here", op.action()),
+            before: None,
+        }
+    }
+
+    /// How many operations the target shows now: kept in the "sending" marker, so that a
+    /// resume can tell an operation the interrupted attempt scheduled from older ones.
+    fn operations_seen(&self, _observed: &Observed) -> usize {
+        0
+    }
+
+    /// An operation scheduled after the first `seen` that is the row's own (an earlier attempt
+    /// got through): its reference, to confirm instead of scheduling another.
+    fn adopted_operation(
+        &self,
+        _row: &JobRow,
+        _observed: &Observed,
+        _seen: usize,
+    ) -> Option<String> {
+        None
+    }
+
+    /// The action that puts a SIM back into `status` (for `revert`).
+    fn returns_to(&self, status: &str) -> Option<Operation>;
+}
