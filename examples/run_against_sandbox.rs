@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use simbatch::config::Providers;
 use simbatch::job::{ParseOptions, ProviderKind};
-use simbatch::runner::{run_job, Credentials, RunRequest};
+use simbatch::run::{run_job, Credentials, RunRequest};
 use simbatch::sandbox::inventory::{self, TELNYX_PREFIX};
 use simbatch::sandbox::{LimitMode, SandboxConfig};
 

@@ -67,7 +67,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// State directory (the checkpoint store)
-    #[arg(long, global = true, value_name = "DIR", default_value = ".simbatch")]
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::defaults::STATE_DIR)]
     pub state: PathBuf,
     /// Reports directory [default: reports/<run-id>/]
     #[arg(long, global = true, value_name = "DIR")]
@@ -172,11 +172,11 @@ pub struct RunArgs {
     /// Requests per second per provider (overrides the documented limits)
     #[arg(long, value_name = "N", value_parser = crate::config::parse_rate)]
     pub rate: Option<f64>,
-    /// Rows in flight at once per provider [default: 32]
+    /// Rows in flight at once per provider [default: from the provider's limits, at least 32]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: Option<u32>,
     /// Attempts per request, the first included
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "N", default_value_t = crate::defaults::MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Stop dispatching after this many failures, or this share (N%), once 20 rows have finished
     #[arg(long, value_name = "N|P%")]
@@ -188,7 +188,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for an asynchronous change to be confirmed (at most 7 days)
-    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_wait_timeout)]
+    #[arg(long, value_name = "DUR", default_value = crate::defaults::WAIT_TIMEOUT_TEXT, value_parser = parse_wait_timeout)]
     pub wait_timeout: std::time::Duration,
     /// Skip ordinary confirmations (never implies --allow-irreversible)
     #[arg(long)]

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod defaults;
 pub mod exit_code;
 pub mod export;
 pub mod job;
@@ -13,6 +14,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod provider;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod sandbox;
 pub mod store;

@@ -12,7 +12,7 @@ use crate::cli::{DemoArgs, GlobalArgs};
 use crate::config::{Providers, Tuning};
 use crate::exit_code::ExitCode;
 use crate::job::{IdStrictness, ParseOptions, ProviderKind};
-use crate::runner::{run_job, Credentials, RunRequest};
+use crate::run::{run_job, Credentials, RunRequest};
 use crate::sandbox::{LimitMode, SandboxConfig};
 
 /// Where the demo keeps its state and reports (wiped and rewritten by each demo).
@@ -142,7 +142,7 @@ pub fn run(global: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     );
     // The demo job contains rows that must fail pre-flight (that is part of the tour): the demo
     // succeeded when both runs finished without a stop, pending or unknown row.
-    let clean = |o: &crate::runner::RunOutcome| {
+    let clean = |o: &crate::run::RunOutcome| {
         matches!(o.exit, ExitCode::Success | ExitCode::RowsFailed)
             && o.summary.as_ref().is_some_and(|s| {
                 s["outcomes"].get("unknown").is_none() && s["outcomes"].get("pending").is_none()

@@ -4,8 +4,8 @@
 use crate::cli::{ExportArgs, GlobalArgs};
 use crate::exit_code::ExitCode;
 use crate::export::{export, ExportFilter};
-use crate::job::{JobFormat, ParseOptions};
-use crate::runner::{build_lane, RunRequest};
+use crate::job::JobFormat;
+use crate::run::{build_lane, Credentials, LaneSettings};
 
 pub fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let providers = crate::config::Providers::load(global.config.as_deref())?;
@@ -21,13 +21,14 @@ pub fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         .format
         .or_else(|| JobFormat::from_path(&args.output))
         .unwrap_or(JobFormat::Csv);
-    let parse = ParseOptions {
-        providers: providers.clone(),
-        ..ParseOptions::default()
-    };
-    let mut request = RunRequest::new(&args.output, parse);
-    request.rate = args.rate;
-    let lane = build_lane(config, &request)?;
+    let lane = build_lane(
+        config,
+        &LaneSettings {
+            rate: args.rate,
+            concurrency: None,
+            credentials: Credentials::Environment,
+        },
+    )?;
     let filter = ExportFilter {
         status: args.status.clone(),
         group: args.group.clone(),

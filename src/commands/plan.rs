@@ -18,7 +18,7 @@ use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
 use crate::pipeline::lane::Lane;
 use crate::pipeline::preflight::decide;
 use crate::provider::{Decision, ErrorClass};
-use crate::runner::{build_lane, print_validation_errors, RunRequest};
+use crate::run::{build_lane, print_validation_errors, Credentials, LaneSettings};
 
 /// One row's plan.
 struct Planned {
@@ -102,8 +102,11 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::Usage);
     }
-    let mut request = RunRequest::new(&args.job, parse.clone());
-    request.rate = args.rate;
+    let settings = LaneSettings {
+        rate: args.rate,
+        concurrency: None,
+        credentials: Credentials::Environment,
+    };
     let mut by_lane: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
     let reader = JobReader::open(&args.job, args.input.format, parse.clone())
         .map_err(|d| anyhow::anyhow!(d.message))?;
@@ -119,7 +122,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let mut lanes = Vec::new();
     for (name, rows) in by_lane {
         let config = parse.providers.get(&name).expect("validated provider");
-        lanes.push((Arc::new(build_lane(config, &request)?), rows));
+        lanes.push((Arc::new(build_lane(config, &settings)?), rows));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,9 +1,9 @@
-//! `simbatch run JOB`: maps the command line onto a [`RunRequest`] and runs it (see `runner`).
+//! `simbatch run JOB`: maps the command line onto a [`RunRequest`] and runs it (see `run`).
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::exit_code::ExitCode;
 use crate::pipeline::schedule::Schedule;
-use crate::runner::{parse_max_failures, run_job, Credentials, RunRequest};
+use crate::run::{parse_max_failures, run_job, Credentials, RunRequest};
 
 use super::validate::parse_options;
 
@@ -27,6 +27,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         wait: (!args.no_wait).then_some(args.wait_timeout),
         allow_irreversible: args.allow_irreversible,
         allow_account_change: args.allow_account_change,
+        yes: args.yes,
         skip_invalid: args.skip_invalid,
         fresh: args.fresh,
         results_format: args.report_format,

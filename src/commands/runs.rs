@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail};
 
 use crate::cli::{GlobalArgs, ReportArgs, RevertArgs, StatusArgs};
 use crate::exit_code::ExitCode;
-use crate::runner::job_reading;
+use crate::run::reading::parse_options;
 use crate::store::{CheckpointStore, Manifest, Outcome, Phase, SledRun, SledStore};
 
 /// Opens the state store, turning store errors into the exit-4 message.
@@ -156,9 +156,12 @@ fn job_of(
     crate::job::ParseOptions,
     Option<crate::job::JobFormat>,
 ) {
-    let (parse, format) = job_reading(manifest);
-    let extension = manifest.options["format"].as_str().unwrap_or("csv");
-    (store.job_copy(id, extension), parse, format)
+    let reading = &manifest.options.reading;
+    (
+        store.job_copy(id, reading.format.name()),
+        parse_options(reading),
+        Some(reading.format),
+    )
 }
 
 pub fn report(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitCode> {
@@ -167,10 +170,7 @@ pub fn report(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitCode
         Err(code) => return Ok(code),
     };
     let (job, parse, format) = job_of(&store, &id, &manifest);
-    let results_format = match manifest.options["results_format"].as_str() {
-        Some("jsonl") => crate::job::JobFormat::Jsonl,
-        _ => crate::job::JobFormat::Csv,
-    };
+    let results_format = manifest.options.results_format;
     let dir = global
         .reports
         .clone()

@@ -16,13 +16,24 @@ use super::diagnostic::Diagnostic;
 /// not a job file, and refusing it keeps a 10 GB single-line file from being read into memory.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum JobFormat {
     Csv,
     Jsonl,
 }
 
 impl JobFormat {
+    /// The file extension (and stored name) of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobFormat::Csv => "csv",
+            JobFormat::Jsonl => "jsonl",
+        }
+    }
+
     /// The format named by the file's extension (`.csv`, `.jsonl`, `.ndjson`, any case).
     pub fn from_path(path: &Path) -> Option<JobFormat> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();

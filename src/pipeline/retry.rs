@@ -14,7 +14,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 5,
+            max_attempts: crate::defaults::MAX_ATTEMPTS,
             base: Duration::from_millis(200),
             cap: Duration::from_secs(20),
         }

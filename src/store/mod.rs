@@ -11,6 +11,7 @@ pub mod sled_store;
 pub use checkpoint::CheckpointStore;
 pub use error::StoreError;
 pub use record::{
-    FinishedPrefix, Manifest, Outcome, Phase, RowRecord, StoredValidation, SCHEMA_VERSION,
+    AccountRecord, FinishedPrefix, Manifest, Outcome, Phase, Reading, RowRecord, RunSettings,
+    StoredValidation, SCHEMA_VERSION,
 };
 pub use sled_store::{SledRun, SledStore};

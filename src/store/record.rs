@@ -7,6 +7,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::job::model::ProviderKind;
+use crate::job::source::JobFormat;
 use crate::job::Action;
 
 /// Bumped whenever a stored shape changes incompatibly.
@@ -182,8 +186,9 @@ pub struct Manifest {
     pub job_sha256: String,
     pub rows: u64,
     pub created_at: DateTime<Utc>,
-    /// The run options that shape its outcome (recorded for the audit trail).
-    pub options: serde_json::Value,
+    /// The settings the run started with (recorded for the audit trail), how to read its
+    /// job, and the accounts it acts on.
+    pub options: RunSettings,
     /// The clean validation the run started with; a resume of the same bytes, read the same
     /// way, uses it instead of reading the whole file again (absent in older manifests and
     /// for runs started with invalid rows).
@@ -194,13 +199,53 @@ pub struct Manifest {
 /// What validating the job found, kept so that a resume need not validate it again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredValidation {
-    /// How the file was read (providers and their kinds, the default provider, identifier
-    /// strictness, the format): a resume that would read it differently validates again.
-    pub reading: serde_json::Value,
+    /// How the file was read: a resume that would read it differently validates again.
+    pub reading: Reading,
     pub valid_rows: u64,
     /// Valid rows per provider name and action.
     pub counts: Vec<(String, Action, u64)>,
     /// Rows that repeat an earlier row's change: (line, line of the first).
     #[serde(default)]
     pub duplicate_of: Vec<(u64, u64)>,
+}
+
+/// How a run reads its job file: the configured provider names and their kinds, the default
+/// provider, identifier strictness, the format. A resume that would read it differently
+/// validates it again; `report` and `revert` read the run's copy this way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub providers: BTreeMap<String, ProviderKind>,
+    pub provider: Option<String>,
+    pub lenient_ids: bool,
+    pub format: JobFormat,
+}
+
+/// One provider account a run acts on: a resume on another is refused (SPEC 3.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The provider's name in job files.
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// The environment variables its credentials came from (never their values).
+    #[serde(default)]
+    pub credentials: String,
+}
+
+/// The settings a run started with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    #[serde(flatten)]
+    pub reading: Reading,
+    pub accounts: Vec<AccountRecord>,
+    pub results_format: JobFormat,
+    pub rate: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: u32,
+    pub preflight: bool,
+    /// `--wait-timeout` in seconds; `None` with `--no-wait`.
+    pub wait_s: Option<u64>,
+    pub skip_invalid: bool,
+    /// `--window`/`--until`, described.
+    pub schedule: Option<String>,
 }

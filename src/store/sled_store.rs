@@ -462,7 +462,23 @@ mod tests {
             job_sha256: "ab".repeat(32),
             rows: 3,
             created_at: Utc::now(),
-            options: serde_json::json!({"rate": null}),
+            options: crate::store::RunSettings {
+                reading: crate::store::Reading {
+                    providers: Default::default(),
+                    provider: None,
+                    lenient_ids: false,
+                    format: crate::job::JobFormat::Csv,
+                },
+                accounts: Vec::new(),
+                results_format: crate::job::JobFormat::Csv,
+                rate: None,
+                concurrency: None,
+                max_attempts: 5,
+                preflight: true,
+                wait_s: Some(600),
+                skip_invalid: false,
+                schedule: None,
+            },
             validated: None,
         }
     }

@@ -132,7 +132,14 @@ async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
     let path = env.write_job("job.csv", &suspensions("emnify", EMNIFY_PREFIX, 200));
     let args = ["run", "--rate", "40", path.to_str().unwrap()];
     let child = spawn_and_wait_for_requests(&env, &args).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Some rows applied (an event, not a wait: on a busy machine 500 ms was not always enough
+    // for the first row's change, and after Ctrl-C no new change leaves).
+    for _ in 0..3000 {
+        if env.sb.journal().await.len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let output = ctrl_c(child).await;
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
     let prefix = |env: &RunEnv| {

@@ -1,0 +1,104 @@
+//! Dispatch: the engine over the lanes, with what watches it — the schedule's supervisor
+//! (`--window`, `--until`), the two-stage Ctrl-C handler, the progress display — until every
+//! row is done or the run stops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::request::RunRequest;
+use super::state::Opened;
+use crate::defaults;
+use crate::exit_code::ExitCode;
+use crate::job::FileValidation;
+use crate::pipeline::control::{Live, Stop, StopReason};
+use crate::pipeline::engine::{Engine, RunOptions};
+use crate::pipeline::lane::Lane;
+use crate::pipeline::retry::RetryPolicy;
+use crate::store::{CheckpointStore, FinishedPrefix};
+
+/// How dispatch ended.
+pub struct Dispatched {
+    pub stopped: Option<StopReason>,
+    pub live: Arc<Live>,
+    pub started_at: DateTime<Utc>,
+    pub elapsed: Duration,
+}
+
+/// Runs every unfinished row of the run.
+pub async fn dispatch(
+    req: &RunRequest,
+    opened: &Opened,
+    validation: &FileValidation,
+    lanes: &BTreeMap<String, Arc<Lane>>,
+) -> Dispatched {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let prefix = if opened.resumed {
+        opened.run.finished_prefix().unwrap_or_default()
+    } else {
+        FinishedPrefix::default()
+    };
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(Stop::default());
+    let progress = crate::progress::Progress::new(validation.valid_rows, req.quiet);
+    let (open_tx, open) = tokio::sync::watch::channel(req.schedule.is_unrestricted());
+    if !req.schedule.is_unrestricted() {
+        let (schedule, stop, progress) = (req.schedule, stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            crate::pipeline::schedule::supervise(schedule, open_tx, stop, |line| {
+                progress.println(line)
+            })
+            .await
+        });
+    }
+    let engine = Arc::new(Engine {
+        job: opened.job.clone(),
+        format: Some(req.job_format()),
+        parse: req.parse.clone(),
+        lanes: lanes.clone(),
+        store: opened.run.clone(),
+        options: RunOptions {
+            policy: RetryPolicy {
+                max_attempts: req.max_attempts,
+                ..RetryPolicy::default()
+            },
+            preflight: req.preflight,
+            wait: req.wait,
+            max_failures: req.max_failures,
+            group_concurrency: defaults::GROUPS_AT_ONCE,
+        },
+        live: live.clone(),
+        stop: stop.clone(),
+        open,
+        prefix,
+        duplicate_of: validation.duplicate_of.iter().copied().collect(),
+    });
+    if req.handle_ctrl_c {
+        let (stop, progress) = (stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                progress.println("simbatch: interrupted: finishing requests in flight, then writing reports; press Ctrl-C again to exit at once (the run stays resumable)");
+                stop.request(StopReason::Interrupted);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(ExitCode::Aborted as i32);
+                }
+            }
+        });
+    }
+    let (bar, counts) = (progress.clone(), live.clone());
+    let stopped = engine.run(Box::new(move |_, _| bar.update(&counts))).await;
+    progress.finish();
+    // How far the leading rows are all final: the next resume skips them unread.
+    if let Err(e) = opened.run.advance_finished_prefix() {
+        tracing::warn!(error = %e, "could not record the finished rows; a resume reads them again");
+    }
+    Dispatched {
+        stopped,
+        live,
+        started_at,
+        elapsed: started.elapsed(),
+    }
+}
