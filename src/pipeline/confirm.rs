@@ -7,14 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::control::{Stop, StopReason};
 use super::lane::Lane;
 use super::writer::Writer;
 use crate::provider::{ErrorClass, Polled};
-use crate::store::{codec, Outcome, Phase, RowRecord};
+use crate::store::{codec, Outcome, RowRecord};
 
 /// First look at a newly accepted change, and the pace of sweeps after that. A sweep costs a
 /// request or a few whatever the number of rows waiting: every 2 s, Telnyx confirmation costs
@@ -163,14 +162,11 @@ async fn finish(
     reason: Option<String>,
     after: Option<String>,
 ) {
-    h.record.phase = Phase::Done;
-    h.record.outcome = Some(outcome);
-    h.record.reason = reason;
     if let Some(after) = after {
         h.record.after = Some(after);
     }
-    h.record.finished_at = Some(Utc::now());
-    h.record.latency_ms = Some(h.started.elapsed().as_millis() as u64);
+    let latency = h.started.elapsed().as_millis() as u64;
+    h.record.finish(outcome, reason, Some(latency));
     note(outcome);
     writer.put(h.index, h.record).await;
     if let Some(done) = h.done {

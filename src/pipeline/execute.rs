@@ -66,11 +66,8 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     fn finish(mut self, outcome: Outcome, reason: Option<String>) -> RowEnd {
-        self.record.phase = Phase::Done;
-        self.record.outcome = Some(outcome);
-        self.record.reason = reason;
-        self.record.finished_at = Some(Utc::now());
-        self.record.latency_ms = Some(self.started.elapsed().as_millis() as u64);
+        let latency = self.started.elapsed().as_millis() as u64;
+        self.record.finish(outcome, reason, Some(latency));
         RowEnd::Record(self.record)
     }
 
@@ -220,16 +217,10 @@ pub async fn execute(
 
     if interrupted {
         // Reconciliation after a crash: did the change land?
-        let seen: usize = prior
+        let seen = prior
             .as_ref()
-            .and_then(|p| {
-                p.provider_ref
-                    .as_deref()?
-                    .strip_prefix("ops-before:")?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(usize::MAX);
+            .and_then(|p| p.operations_seen)
+            .map_or(usize::MAX, |n| n as usize);
         if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
             let after = prior.and_then(|p| p.after).unwrap_or_default();
             return handoff(attempt, reference, after);
@@ -280,10 +271,7 @@ pub async fn execute(
     let mut marker = attempt.record.clone();
     marker.phase = Phase::Sending;
     marker.attempts = marker.attempts.max(1);
-    marker.provider_ref = Some(format!(
-        "ops-before:{}",
-        provider.operations_seen(&observed)
-    ));
+    marker.operations_seen = Some(provider.operations_seen(&observed) as u32);
     if let Err(e) = ctx.writer.durable(index, marker).await {
         return attempt.finish(
             Outcome::Unknown,

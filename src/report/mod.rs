@@ -486,9 +486,7 @@ fn cells(row: &JobRow, record: Option<&RowRecord>) -> [String; 19] {
         r.map_or(String::new(), |r| r.attempts.to_string()),
         opt(r.and_then(|r| r.http_status).map(|s| s.to_string())),
         opt(r.and_then(|r| r.provider_code.clone())),
-        opt(r
-            .and_then(|r| r.provider_ref.clone())
-            .filter(|p| !p.starts_with("ops-before:"))),
+        opt(r.and_then(|r| r.provider_ref.clone())),
         opt(r.and_then(|r| r.queued_ms).map(|v| v.to_string())),
         opt(r.and_then(|r| r.latency_ms).map(|v| v.to_string())),
         opt(r

@@ -16,7 +16,9 @@ use crate::job::Action;
 /// Bumped whenever a stored shape changes incompatibly.
 /// 2: row records in the binary form of `store::codec` (1: JSON).
 /// 3: each run counts its commits, checked against the commit ledger beside the database.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: a "sending" marker keeps the operations its target showed as a field of its own (it was
+/// smuggled through `provider_ref` as `ops-before:N`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A row's outcome (SPEC 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,6 +91,9 @@ pub struct RowRecord {
     pub provider_code: Option<String>,
     /// The provider's handle on an asynchronous change (Twilio SID, Telnyx action id, emnify operation id).
     pub provider_ref: Option<String>,
+    /// In a "sending" marker: how many operations the target showed before the change left
+    /// (an eUICC's), so that a resume can tell the operation it scheduled from older ones.
+    pub operations_seen: Option<u32>,
     pub queued_ms: Option<u64>,
     pub latency_ms: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
@@ -108,6 +113,7 @@ impl RowRecord {
             http_status: None,
             provider_code: None,
             provider_ref: None,
+            operations_seen: None,
             queued_ms: None,
             latency_ms: None,
             started_at: Some(started_at),
@@ -115,15 +121,24 @@ impl RowRecord {
         }
     }
 
+    /// Ends the row with `outcome` (final, or `pending`) and its reason, now; `latency` is the
+    /// time the provider took, when it took part. Every way a row ends comes through here.
+    pub fn finish(&mut self, outcome: Outcome, reason: Option<String>, latency: Option<u64>) {
+        self.phase = Phase::Done;
+        self.outcome = Some(outcome);
+        self.reason = reason;
+        self.finished_at = Some(Utc::now());
+        if latency.is_some() {
+            self.latency_ms = latency;
+        }
+    }
+
     /// A row decided without a request (blocked by its group, a repeat of another row): final
     /// at once, with its reason.
     pub fn decided(outcome: Outcome, reason: String) -> Self {
-        let now = Utc::now();
-        let mut record = RowRecord::sending(now, 0);
-        record.phase = Phase::Done;
-        record.outcome = Some(outcome);
-        record.reason = Some(reason);
-        record.finished_at = Some(now);
+        let mut record = RowRecord::sending(Utc::now(), 0);
+        record.finish(outcome, Some(reason), None);
+        record.finished_at = record.started_at;
         record
     }
 
