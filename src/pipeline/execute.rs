@@ -10,9 +10,15 @@
 //! scheduling another. A change that may have been applied and cannot be read back ends
 //! `unknown`, never `failed` (SPEC 3.1).
 //!
+//! The steps of a row return `Result<_, RowEnd>`: `Err` ends the row early with its end (its
+//! record, a handoff, a stop). That end is the row's normal result, not a cold error path, so
+//! clippy's advice to box the large `Err` would only add an allocation per row.
+//!
 //! Once the run stops, every wait here (retry backoff, waiting for a target to settle) ends at
 //! once and no request is sent: the row ends [`RowEnd::Stopped`] and keeps its durable marker,
 //! so the next run reconciles it.
+
+#![allow(clippy::result_large_err)]
 
 use std::time::{Duration, Instant};
 
@@ -65,15 +71,16 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    fn finish(mut self, outcome: Outcome, reason: Option<String>) -> RowEnd {
+    /// Ends the row with `outcome`: its record, to be written.
+    fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> RowEnd {
         let latency = self.started.elapsed().as_millis() as u64;
         self.record.finish(outcome, reason, Some(latency));
-        RowEnd::Record(self.record)
+        RowEnd::Record(self.record.clone())
     }
 
     /// Ends the row on an error: `failed`, or `unknown` when a change may be out and this
     /// error keeps simbatch from seeing whether it landed.
-    fn fail(mut self, e: ProviderError) -> RowEnd {
+    fn fail(&mut self, e: ProviderError) -> RowEnd {
         match e.class {
             ErrorClass::Auth => return RowEnd::Aborted(e),
             ErrorClass::Stopped => return RowEnd::Stopped,
@@ -159,8 +166,6 @@ pub async fn execute(
     prior: Option<RowRecord>,
     queued: Duration,
 ) -> RowEnd {
-    let lane = ctx.lane;
-    let provider = lane.provider();
     let interrupted = prior
         .as_ref()
         .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
@@ -176,207 +181,287 @@ pub async fn execute(
     if attempt.record.started_at.is_none() {
         attempt.record.started_at = Some(Utc::now());
     }
+    match steps(&mut attempt, index, row, prior.as_ref(), interrupted).await {
+        Ok(end) | Err(end) => end,
+    }
+}
 
+/// The steps of a row; each may end it (`Err`).
+async fn steps(
+    attempt: &mut Attempt<'_>,
+    index: u64,
+    row: &JobRow,
+    prior: Option<&RowRecord>,
+    interrupted: bool,
+) -> Result<RowEnd, RowEnd> {
     // A pending row from an earlier run: confirm it, do not send again.
-    if let Some(p) = prior.as_ref().filter(|p| p.awaits_confirmation()) {
+    if let Some(p) = prior.filter(|p| p.awaits_confirmation()) {
         let reference = p
             .provider_ref
             .clone()
             .expect("a change awaiting confirmation has its reference");
-        let after = p.after.clone().unwrap_or_default();
-        return handoff(attempt, reference, after);
+        return Ok(attempt.handoff(reference, p.after.clone().unwrap_or_default()));
     }
-
-    let first = if interrupted {
-        // The listing this run took before acting shows what the interrupted attempt left
-        // behind (the process that sent it is gone); only a SIM still changing, or one the
-        // listing did not show, is read live.
-        match lane.take_listed(row).await {
-            Ok(Some(Observed::Sim(s))) if s.settled => Ok(Observed::Sim(s)),
-            Err(e) => Err(e),
-            Ok(_) => attempt.observe_settled(row).await,
-        }
-    } else {
-        attempt.retrying(|| lane.observe_first(row)).await
-    };
-    let mut observed = match first {
-        Ok(o) => o,
-        Err(e) => return attempt.fail(e),
-    };
-    if matches!(&observed, Observed::Sim(s) if !s.settled) {
-        // Listed mid-change (or changing now): wait for it to settle before deciding.
-        observed = match attempt.observe_settled(row).await {
-            Ok(o) => o,
-            Err(e) => return attempt.fail(e),
-        };
-    }
-    let move_target = match attempt.retrying(|| lane.move_target(row)).await {
-        Ok(t) => t,
-        Err(e) => return attempt.fail(e),
-    };
-
+    let (mut observed, move_target) = attempt.look(row, interrupted).await?;
     if interrupted {
-        // Reconciliation after a crash: did the change land?
+        attempt.reconcile(row, prior, &observed)?;
+    }
+    let after = attempt.plan(row, &observed, move_target.as_deref(), interrupted)?;
+    attempt.mark(index, &observed).await?;
+    let sent = attempt
+        .send(row, &mut observed, &after, move_target.as_deref())
+        .await?;
+    Ok(attempt.sent(sent, after))
+}
+
+impl Attempt<'_> {
+    /// What the provider shows for the row's target, settled, and the `move` target resolved.
+    async fn look(
+        &mut self,
+        row: &JobRow,
+        interrupted: bool,
+    ) -> Result<(Observed, Option<String>), RowEnd> {
+        let lane = self.ctx.lane;
+        let first = if interrupted {
+            // The listing this run took before acting shows what the interrupted attempt left
+            // behind (the process that sent it is gone); only a SIM still changing, or one the
+            // listing did not show, is read live.
+            match lane.take_listed(row).await {
+                Ok(Some(Observed::Sim(s))) if s.settled => Ok(Observed::Sim(s)),
+                Err(e) => Err(e),
+                Ok(_) => self.observe_settled(row).await,
+            }
+        } else {
+            self.retrying(|| lane.observe_first(row)).await
+        };
+        let mut observed = first.map_err(|e| self.fail(e))?;
+        if matches!(&observed, Observed::Sim(s) if !s.settled) {
+            // Listed mid-change (or changing now): wait for it to settle before deciding.
+            observed = self.observe_settled(row).await.map_err(|e| self.fail(e))?;
+        }
+        let move_target = self
+            .retrying(|| lane.move_target(row))
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok((observed, move_target))
+    }
+
+    /// After a crash between the marker and the outcome: did the change land? An operation the
+    /// interrupted attempt scheduled is adopted; a deleted SIM is gone.
+    fn reconcile(
+        &mut self,
+        row: &JobRow,
+        prior: Option<&RowRecord>,
+        observed: &Observed,
+    ) -> Result<(), RowEnd> {
+        let provider = self.ctx.lane.provider();
         let seen = prior
-            .as_ref()
             .and_then(|p| p.operations_seen)
             .map_or(usize::MAX, |n| n as usize);
-        if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
-            let after = prior.and_then(|p| p.after).unwrap_or_default();
-            return handoff(attempt, reference, after);
+        if let Some(reference) = provider.adopted_operation(row, observed, seen) {
+            let after = prior.and_then(|p| p.after.clone()).unwrap_or_default();
+            return Err(self.handoff(reference, after));
         }
-        if matches!(observed, Observed::Missing) && in_effect(provider, row, &observed, None) {
-            // Deleted by the interrupted attempt: the SIM is gone.
-            attempt.record.after = Some("deleted".into());
-            return attempt.finish(
+        if matches!(observed, Observed::Missing) && in_effect(provider, row, observed, None) {
+            self.record.after = Some("deleted".into());
+            return Err(self.finish(
                 Outcome::Succeeded,
                 Some("confirmed after an interrupted attempt: the SIM is gone".into()),
-            );
+            ));
         }
+        Ok(())
     }
 
-    let decision = decide(provider, row, &observed, move_target.as_deref());
-    let (before, after) = match decision {
-        Decision::Skip { reason, before } => {
-            // After a crash the marker holds the state before the change; the state read now
-            // is already the changed one, so it must not replace `before` (revert needs it).
-            if !(interrupted && attempt.record.before.is_some()) {
-                attempt.record.before = before.clone();
+    /// Pre-flight: the state the change should produce, or the row's end (skipped, refused,
+    /// or — after a crash — found already done).
+    fn plan(
+        &mut self,
+        row: &JobRow,
+        observed: &Observed,
+        move_target: Option<&str>,
+        interrupted: bool,
+    ) -> Result<String, RowEnd> {
+        let provider = self.ctx.lane.provider();
+        let (before, after) = match decide(provider, row, observed, move_target) {
+            Decision::Skip { reason, before } => {
+                // After a crash the marker holds the state before the change; the state read
+                // now is already the changed one, so it must not replace `before` (revert
+                // needs it).
+                if !(interrupted && self.record.before.is_some()) {
+                    self.record.before = before.clone();
+                }
+                self.record.after = before;
+                return Err(if interrupted {
+                    self.finish(
+                        Outcome::Succeeded,
+                        Some(format!("confirmed after an interrupted attempt: {reason}")),
+                    )
+                } else {
+                    self.finish(Outcome::Skipped, Some(reason))
+                });
             }
-            attempt.record.after = before;
-            return if interrupted {
-                attempt.finish(
-                    Outcome::Succeeded,
-                    Some(format!("confirmed after an interrupted attempt: {reason}")),
-                )
-            } else {
-                attempt.finish(Outcome::Skipped, Some(reason))
-            };
-        }
-        Decision::Fail { reason, before } if ctx.preflight || interrupted => {
-            attempt.record.before = before;
-            return attempt.finish(Outcome::Failed, Some(format!("pre-flight: {reason}")));
-        }
-        // --no-preflight: send anyway and let the provider answer with its own error.
-        Decision::Fail { before, .. } => {
-            let target = provider.target_status(&row.operation).unwrap_or_default();
-            (before, target.to_string())
-        }
-        Decision::Send { before, after } => (before, after),
-    };
-    attempt.record.before = before;
-    attempt.record.after = Some(after.clone());
-
-    // The marker must be durable before the request leaves, or a crash could hide a sent change.
-    let mut marker = attempt.record.clone();
-    marker.phase = Phase::Sending;
-    marker.attempts = marker.attempts.max(1);
-    marker.operations_seen = Some(provider.operations_seen(&observed) as u32);
-    if let Err(e) = ctx.writer.durable(index, marker).await {
-        return attempt.finish(
-            Outcome::Unknown,
-            Some(format!("checkpoint store failed: {e}")),
-        );
-    }
-
-    let seen = provider.operations_seen(&observed);
-    let mut tries = 0;
-    let sent = loop {
-        tries += 1;
-        attempt.record.attempts += 1;
-        let e = match lane.send(row, &observed, &after).await {
-            Ok(sent) => break sent,
-            Err(e) => e,
+            Decision::Fail { reason, before } if self.ctx.preflight || interrupted => {
+                self.record.before = before;
+                return Err(self.finish(Outcome::Failed, Some(format!("pre-flight: {reason}"))));
+            }
+            // --no-preflight: send anyway and let the provider answer with its own error.
+            Decision::Fail { before, .. } => {
+                let target = provider.target_status(&row.operation).unwrap_or_default();
+                (before, target.to_string())
+            }
+            Decision::Send { before, after } => (before, after),
         };
-        if e.class == ErrorClass::Stopped {
-            // Not sent: the marker stays, and the next run reconciles whatever went before.
-            return RowEnd::Stopped;
+        self.record.before = before;
+        self.record.after = Some(after.clone());
+        Ok(after)
+    }
+
+    /// The "sending" marker, durable before the request leaves, or a crash could hide a sent
+    /// change.
+    async fn mark(&mut self, index: u64, observed: &Observed) -> Result<(), RowEnd> {
+        let mut marker = self.record.clone();
+        marker.phase = Phase::Sending;
+        marker.attempts = marker.attempts.max(1);
+        marker.operations_seen = Some(self.ctx.lane.provider().operations_seen(observed) as u32);
+        match self.ctx.writer.durable(index, marker).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.finish(
+                Outcome::Unknown,
+                Some(format!("checkpoint store failed: {e}")),
+            )),
         }
-        let again = e.is_retryable() && tries < ctx.policy.max_attempts;
-        let delay = ctx.policy.delay(tries, fastrand::f64(), e.retry_after);
-        if !e.maybe_applied {
-            // A clear answer that nothing was done (a refusal, a 429, a refused connection).
+    }
+
+    /// Sends the change with retries. An answer that may mean applied is never followed by a
+    /// blind re-send: the target is read back first (SPEC 3.1).
+    async fn send(
+        &mut self,
+        row: &JobRow,
+        observed: &mut Observed,
+        after: &str,
+        move_target: Option<&str>,
+    ) -> Result<Sent, RowEnd> {
+        let (lane, policy) = (self.ctx.lane, self.ctx.policy);
+        let seen = lane.provider().operations_seen(observed);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.record.attempts += 1;
+            let e = match lane.send(row, observed, after).await {
+                Ok(sent) => return Ok(sent),
+                Err(e) => e,
+            };
+            if e.class == ErrorClass::Stopped {
+                // Not sent: the marker stays, and the next run reconciles whatever went before.
+                return Err(RowEnd::Stopped);
+            }
+            let again = e.is_retryable() && tries < policy.max_attempts;
+            let delay = policy.delay(tries, fastrand::f64(), e.retry_after);
+            if !e.maybe_applied {
+                // A clear answer that nothing was done (a refusal, a 429, a refused connection).
+                if !again {
+                    return Err(self.fail(e));
+                }
+                if !self.pause(delay).await {
+                    return Err(RowEnd::Stopped);
+                }
+                continue;
+            }
+            // It may have landed: look before anything is sent again.
+            self.change_out = true;
+            if again && !self.pause(delay).await {
+                return Err(RowEnd::Stopped);
+            }
+            *observed = self.read_back(row, &e, seen, after, move_target).await?;
             if !again {
-                return attempt.fail(e);
+                self.record.http_status = e.http_status;
+                self.record.provider_code = e.code.clone();
+                return Err(self.finish(
+                    Outcome::Failed,
+                    Some(format!(
+                        "gave up after {} attempts: {e}; read back, the change is not in effect",
+                        policy.max_attempts
+                    )),
+                ));
             }
-            if !attempt.pause(delay).await {
-                return RowEnd::Stopped;
-            }
-            continue;
         }
-        // It may have landed: look before anything is sent again.
-        attempt.change_out = true;
-        if again && !attempt.pause(delay).await {
-            return RowEnd::Stopped;
-        }
-        observed = match attempt.observe_settled(row).await {
+    }
+
+    /// Reads the target back after `sent_error`, an answer that may mean applied: the row ends
+    /// if the change is found (in effect, or its operation adopted) or cannot be verified;
+    /// otherwise what the target shows, to send again.
+    async fn read_back(
+        &mut self,
+        row: &JobRow,
+        sent_error: &ProviderError,
+        seen: usize,
+        after: &str,
+        move_target: Option<&str>,
+    ) -> Result<Observed, RowEnd> {
+        let provider = self.ctx.lane.provider();
+        let observed = match self.observe_settled(row).await {
             Ok(o) => o,
-            Err(read) if read.class == ErrorClass::Stopped => return RowEnd::Stopped,
-            Err(read) => return unverified(attempt, &e, &read.to_string()),
+            Err(read) if read.class == ErrorClass::Stopped => return Err(RowEnd::Stopped),
+            Err(read) => return Err(self.unverified(sent_error, &read.to_string())),
         };
         if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
-            return handoff(attempt, reference, after);
+            return Err(self.handoff(reference, after.to_string()));
         }
-        if in_effect(provider, row, &observed, move_target.as_deref()) {
-            attempt.record.after = Some(after);
-            return attempt.finish(
+        if in_effect(provider, row, &observed, move_target) {
+            self.record.after = Some(after.to_string());
+            return Err(self.finish(
                 Outcome::Succeeded,
-                Some(format!("confirmed by reading it back after: {e}")),
-            );
+                Some(format!("confirmed by reading it back after: {sent_error}")),
+            ));
         }
         if matches!(&observed, Observed::Sim(s) if !s.settled) {
-            return unverified(attempt, &e, "the target was still changing");
+            return Err(self.unverified(sent_error, "the target was still changing"));
         }
-        if !again {
-            attempt.record.http_status = e.http_status;
-            attempt.record.provider_code = e.code.clone();
-            return attempt.finish(
-                Outcome::Failed,
-                Some(format!(
-                    "gave up after {} attempts: {e}; read back, the change is not in effect",
-                    ctx.policy.max_attempts
-                )),
-            );
-        }
-    };
-    match sent {
-        Sent::Done { after } => {
-            attempt.record.after = Some(after);
-            attempt.finish(Outcome::Succeeded, None)
-        }
-        Sent::Accepted { reference } => {
-            attempt.record.provider_ref = Some(reference.clone());
-            if ctx.wait.is_none() {
-                return attempt.finish(
-                    Outcome::Pending,
-                    Some("accepted; confirmation not awaited (--no-wait)".into()),
-                );
+        Ok(observed)
+    }
+
+    /// The provider took the change: done, or accepted and handed to the confirmer.
+    fn sent(&mut self, sent: Sent, after: String) -> RowEnd {
+        match sent {
+            Sent::Done { after } => {
+                self.record.after = Some(after);
+                self.finish(Outcome::Succeeded, None)
             }
-            handoff(attempt, reference, after)
+            Sent::Accepted { reference } => {
+                self.record.provider_ref = Some(reference.clone());
+                if self.ctx.wait.is_none() {
+                    return self.finish(
+                        Outcome::Pending,
+                        Some("accepted; confirmation not awaited (--no-wait)".into()),
+                    );
+                }
+                self.handoff(reference, after)
+            }
         }
     }
-}
 
-/// A change that may have been applied (its answer was `sent_error`) and could not be read back.
-fn unverified(mut attempt: Attempt<'_>, sent_error: &ProviderError, why: &str) -> RowEnd {
-    attempt.record.http_status = sent_error.http_status;
-    attempt.record.provider_code = sent_error.code.clone();
-    attempt.finish(
-        Outcome::Unknown,
-        Some(format!(
-            "the change may have been applied ({sent_error}) and could not be verified: {why}"
-        )),
-    )
-}
+    /// A change that may have been applied (its answer was `sent_error`) and could not be read
+    /// back.
+    fn unverified(&mut self, sent_error: &ProviderError, why: &str) -> RowEnd {
+        self.record.http_status = sent_error.http_status;
+        self.record.provider_code = sent_error.code.clone();
+        self.finish(
+            Outcome::Unknown,
+            Some(format!(
+                "the change may have been applied ({sent_error}) and could not be verified: {why}"
+            )),
+        )
+    }
 
-/// Hands an accepted change to the lane's confirmer.
-fn handoff(mut attempt: Attempt<'_>, reference: String, after: String) -> RowEnd {
-    attempt.record.provider_ref = Some(reference.clone());
-    attempt.record.after = Some(after.clone());
-    RowEnd::Handoff {
-        record: attempt.record,
-        reference,
-        after,
-        started: attempt.started,
+    /// Hands an accepted change to the lane's confirmer.
+    fn handoff(&mut self, reference: String, after: String) -> RowEnd {
+        self.record.provider_ref = Some(reference.clone());
+        self.record.after = Some(after.clone());
+        RowEnd::Handoff {
+            record: self.record.clone(),
+            reference,
+            after,
+            started: self.started,
+        }
     }
 }
