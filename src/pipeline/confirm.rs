@@ -174,6 +174,23 @@ async fn finish(
     }
 }
 
+/// The confirmer's state between sweeps.
+struct Confirming {
+    lane: Arc<Lane>,
+    writer: Writer,
+    wait: Duration,
+    stop: Arc<Stop>,
+    note: OnOutcome,
+    waiting: Vec<Waiting>,
+    /// Changes may still be handed over (some sender is alive).
+    open: bool,
+    last_arrival: Instant,
+    last_sweep: Instant,
+    last_sweep_took: Duration,
+}
+
+const NOT_YET_CONFIRMED: &str = "accepted; not yet confirmed (run again to confirm)";
+
 async fn run(
     lane: Arc<Lane>,
     writer: Writer,
@@ -182,102 +199,116 @@ async fn run(
     note: OnOutcome,
     mut rx: mpsc::UnboundedReceiver<Arrival>,
 ) {
-    let mut waiting: Vec<Waiting> = Vec::new();
-    let mut open = true;
-    let mut last_arrival = Instant::now();
-    let mut last_sweep = Instant::now() - SWEEP_EVERY;
-    let mut last_sweep_took = Duration::ZERO;
+    let mut c = Confirming {
+        lane,
+        writer,
+        wait,
+        stop,
+        note,
+        waiting: Vec::new(),
+        open: true,
+        last_arrival: Instant::now(),
+        last_sweep: Instant::now() - SWEEP_EVERY,
+        last_sweep_took: Duration::ZERO,
+    };
     loop {
         // Take in new handoffs; when idle, block for the next one.
-        if waiting.is_empty() && open {
+        if c.waiting.is_empty() && c.open {
             match rx.recv().await {
-                Some(h) => waiting.push(Waiting::new(h, wait)),
-                None => open = false,
+                Some(h) => c.arrive(h, false),
+                None => c.open = false,
             }
         }
         while let Ok(h) = rx.try_recv() {
-            last_arrival = Instant::now();
-            waiting.push(Waiting::new(h, wait));
+            c.arrive(h, true);
         }
         // Quiet: dispatch has ended (every sender is gone) or paused long enough.
-        let quiet = !open || last_arrival.elapsed() >= QUIET_AFTER;
+        let quiet = !c.open || c.last_arrival.elapsed() >= QUIET_AFTER;
         if quiet {
             let soon = Instant::now() + FIRST_LOOK;
-            for w in &mut waiting {
+            for w in &mut c.waiting {
                 w.next_look = w.next_look.min(soon);
             }
         }
-        if waiting.is_empty() && !open {
-            return;
-        }
-        if waiting.is_empty() {
-            continue;
-        }
-        if stop.requested() {
-            // Leave them pending: the next run polls them instead of sending again.
-            for w in waiting.drain(..) {
-                finish(
-                    &writer,
-                    &note,
-                    w.handoff.into_handoff(),
-                    Outcome::Pending,
-                    Some("accepted; not yet confirmed (run again to confirm)".into()),
-                    None,
-                )
-                .await;
+        if c.waiting.is_empty() {
+            if !c.open {
+                return;
             }
             continue;
         }
-        // While changes keep arriving, sweep at most once per SWEEP_EVERY whatever their first
-        // looks say (each sweep costs requests from the lane's budget); once they stop, at once.
-        let earliest = waiting
-            .iter()
-            .map(|w| w.next_look)
-            .min()
-            .expect("not empty");
-        let due = if quiet {
-            // Nothing more is coming for now: one sweep once the last of them is due takes them
-            // all, where sweeping each at its own first look cost a request or two apiece.
-            waiting
-                .iter()
-                .map(|w| w.next_look)
-                .max()
-                .expect("not empty")
-        } else {
-            // Busy: the sweep pace — unless dispatch goes quiet first, when the run's tail starts
-            // and waiting out the rest of the pause would only lengthen it.
-            let pace = busy_pace(
-                last_sweep_took,
-                waiting.len(),
-                waiting.iter().any(|w| w.handoff.done.is_some()),
-            );
-            earliest
-                .max(last_sweep + pace)
-                .min(earliest.max(last_arrival + QUIET_AFTER))
-        };
+        if c.stop.requested() {
+            // Leave them pending: the next run polls them instead of sending again.
+            for w in std::mem::take(&mut c.waiting) {
+                c.finish(w, Outcome::Pending, Some(NOT_YET_CONFIRMED.into()), None)
+                    .await;
+            }
+            continue;
+        }
+        let due = c.due(quiet);
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
-            h = rx.recv(), if open => {
+            h = rx.recv(), if c.open => {
                 match h {
-                    Some(h) => {
-                        last_arrival = Instant::now();
-                        waiting.push(Waiting::new(h, wait));
-                    }
-                    None => open = false,
+                    Some(h) => c.arrive(h, true),
+                    None => c.open = false,
                 }
                 continue;
             }
         }
+        c.sweep(
+            if quiet {
+                Instant::now().max(due)
+            } else {
+                Instant::now()
+            },
+            quiet,
+        )
+        .await;
+    }
+}
+
+impl Confirming {
+    fn arrive(&mut self, h: Arrival, counts: bool) {
+        if counts {
+            self.last_arrival = Instant::now();
+        }
+        self.waiting.push(Waiting::new(h, self.wait));
+    }
+
+    /// When the next sweep is due. While changes keep arriving, at most once per
+    /// [`SWEEP_EVERY`] whatever their first looks say (each sweep costs requests from the
+    /// lane's budget); once they stop, at once.
+    fn due(&self, quiet: bool) -> Instant {
+        let looks = self.waiting.iter().map(|w| w.next_look);
+        let earliest = looks.clone().min().expect("not empty");
+        if quiet {
+            // Nothing more is coming for now: one sweep once the last of them is due takes them
+            // all, where sweeping each at its own first look cost a request or two apiece.
+            return looks.max().expect("not empty");
+        }
+        // Busy: the sweep pace — unless dispatch goes quiet first, when the run's tail starts
+        // and waiting out the rest of the pause would only lengthen it.
+        let pace = busy_pace(
+            self.last_sweep_took,
+            self.waiting.len(),
+            self.waiting.iter().any(|w| w.handoff.done.is_some()),
+        );
+        earliest
+            .max(self.last_sweep + pace)
+            .min(earliest.max(self.last_arrival + QUIET_AFTER))
+    }
+
+    /// Asks the provider about every change due by `cutoff` and settles what it says.
+    async fn sweep(&mut self, cutoff: Instant, quiet: bool) {
         let now = Instant::now();
-        last_sweep = now;
-        let cutoff = if quiet { now.max(due) } else { now };
+        self.last_sweep = now;
         // Taken out in place (order does not matter): partitioning into two new vectors
         // doubled the backlog's memory at every sweep.
         let mut look: Vec<Waiting> = Vec::new();
         let mut i = 0;
-        while i < waiting.len() {
-            if waiting[i].next_look <= cutoff {
-                look.push(waiting.swap_remove(i));
+        while i < self.waiting.len() {
+            if self.waiting[i].next_look <= cutoff {
+                look.push(self.waiting.swap_remove(i));
             } else {
                 i += 1;
             }
@@ -286,75 +317,72 @@ async fn run(
             .iter()
             .map(|w| (w.handoff.reference.to_string(), w.handoff.after.to_string()))
             .collect();
-        tracing::debug!(lane = %lane.name, looking = queries.len(), waiting = waiting.len(), quiet, "sweep starts");
-        let results = lane.sweep(&queries).await;
-        last_sweep_took = now.elapsed();
-        tracing::debug!(lane = %lane.name, took = ?last_sweep_took, "sweep ends");
-        for (mut w, result) in look.into_iter().zip(results) {
-            match result {
-                Ok(Polled::Done { after }) => {
-                    finish(
-                        &writer,
-                        &note,
-                        w.handoff.into_handoff(),
-                        Outcome::Succeeded,
-                        None,
-                        Some(after),
-                    )
-                    .await
-                }
-                Ok(Polled::Failed { reason }) => {
-                    finish(
-                        &writer,
-                        &note,
-                        w.handoff.into_handoff(),
-                        Outcome::Failed,
-                        Some(reason),
-                        None,
-                    )
-                    .await
-                }
-                Err(e) if e.class == ErrorClass::Auth => {
-                    stop.request(StopReason::Auth {
-                        provider: lane.name.clone(),
-                        message: e.to_string(),
-                    });
-                    waiting.push(w);
-                }
-                // Not asked: the run is stopping; it ends `pending` with the others above.
-                Err(e) if e.class == ErrorClass::Stopped => waiting.push(w),
-                Err(e) if !e.is_retryable() => {
-                    let reason = format!("confirmation failed: {e}");
-                    finish(
-                        &writer,
-                        &note,
-                        w.handoff.into_handoff(),
-                        Outcome::Unknown,
-                        Some(reason),
-                        None,
-                    )
+        tracing::debug!(lane = %self.lane.name, looking = queries.len(), waiting = self.waiting.len(), quiet, "sweep starts");
+        let results = self.lane.sweep(&queries).await;
+        self.last_sweep_took = now.elapsed();
+        tracing::debug!(lane = %self.lane.name, took = ?self.last_sweep_took, "sweep ends");
+        for (w, result) in look.into_iter().zip(results) {
+            self.settle(w, result, now).await;
+        }
+    }
+
+    /// What one change's answer means: an outcome, or another look later.
+    async fn settle(
+        &mut self,
+        mut w: Waiting,
+        result: Result<Polled, crate::provider::ProviderError>,
+        swept_at: Instant,
+    ) {
+        match result {
+            Ok(Polled::Done { after }) => {
+                self.finish(w, Outcome::Succeeded, None, Some(after)).await
+            }
+            Ok(Polled::Failed { reason }) => {
+                self.finish(w, Outcome::Failed, Some(reason), None).await
+            }
+            Err(e) if e.class == ErrorClass::Auth => {
+                self.stop.request(StopReason::Auth {
+                    provider: self.lane.name.clone(),
+                    message: e.to_string(),
+                });
+                self.waiting.push(w);
+            }
+            // Not asked: the run is stopping; it ends `pending` with the others.
+            Err(e) if e.class == ErrorClass::Stopped => self.waiting.push(w),
+            Err(e) if !e.is_retryable() => {
+                let reason = format!("confirmation failed: {e}");
+                self.finish(w, Outcome::Unknown, Some(reason), None).await;
+            }
+            Ok(Polled::Waiting) | Err(_) if Instant::now() >= w.deadline => {
+                self.finish(w, Outcome::Pending, Some(NOT_YET_CONFIRMED.into()), None)
                     .await;
-                }
-                Ok(Polled::Waiting) | Err(_) if Instant::now() >= w.deadline => {
-                    finish(
-                        &writer,
-                        &note,
-                        w.handoff.into_handoff(),
-                        Outcome::Pending,
-                        Some("accepted; not yet confirmed (run again to confirm)".into()),
-                        None,
-                    )
-                    .await;
-                }
-                Ok(Polled::Waiting) | Err(_) => {
-                    // From when the sweep started, which is when it saw them still changing (a
-                    // sweep under a busy lane takes a second or more): once dispatch is quiet,
-                    // the next sweep then takes them too instead of leaving them for another.
-                    w.next_look = now + SWEEP_EVERY;
-                    waiting.push(w);
-                }
+            }
+            Ok(Polled::Waiting) | Err(_) => {
+                // From when the sweep started, which is when it saw them still changing (a
+                // sweep under a busy lane takes a second or more): once dispatch is quiet, the
+                // next sweep then takes them too instead of leaving them for another.
+                w.next_look = swept_at + SWEEP_EVERY;
+                self.waiting.push(w);
             }
         }
+    }
+
+    async fn finish(
+        &self,
+        w: Waiting,
+        outcome: Outcome,
+        reason: Option<String>,
+        after: Option<String>,
+    ) {
+        finish(
+            &self.writer,
+            &self.note,
+            w.handoff.into_handoff(),
+            outcome,
+            reason,
+            after,
+        )
+        .await
     }
 }
 
