@@ -53,6 +53,46 @@ pub struct Engine {
     pub duplicate_of: std::collections::HashMap<u64, u64>,
 }
 
+/// Executes a row, counting the time its requests waited at the rate gate as queueing, not as
+/// the provider's latency.
+async fn execute_timed(
+    ctx: &RowContext<'_>,
+    index: u64,
+    row: &JobRow,
+    prior: Option<RowRecord>,
+    queued: Duration,
+) -> RowEnd {
+    let (end, gate_wait) = crate::provider::limiter::GATE_WAIT
+        .scope(std::cell::Cell::new(Duration::ZERO), async {
+            let end = execute(ctx, index, row, prior, queued).await;
+            (end, crate::provider::limiter::GATE_WAIT.with(|w| w.get()))
+        })
+        .await;
+    let wait = gate_wait.as_millis() as u64;
+    match end {
+        RowEnd::Record(mut record) => {
+            record.latency_ms = record.latency_ms.map(|l| l.saturating_sub(wait));
+            record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
+            RowEnd::Record(record)
+        }
+        RowEnd::Handoff {
+            mut record,
+            reference,
+            after,
+            started,
+        } => {
+            record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
+            RowEnd::Handoff {
+                record,
+                reference,
+                after,
+                started: started + gate_wait,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Reads the job from row `skip` on and hands each valid row (with its index) to `keep`,
 /// until `keep` says stop.
 fn read_rows(
@@ -99,18 +139,7 @@ impl Engine {
             Box::new(move |index, record| on_commit(index, record)),
         );
 
-        let mut confirmers = BTreeMap::new();
-        let mut confirmer_tasks = Vec::new();
-        for (name, lane) in &self.lanes {
-            let wait = self.options.wait.unwrap_or(Duration::ZERO);
-            let (confirmer, task) =
-                Confirmer::start(lane.clone(), writer.clone(), wait, self.stop.clone(), {
-                    let engine = self.clone();
-                    Arc::new(move |outcome| engine.note(outcome, true))
-                });
-            confirmers.insert(name.clone(), confirmer);
-            confirmer_tasks.push(task);
-        }
+        let (confirmers, confirmer_tasks) = self.start_confirmers(&writer);
         let confirmers = Arc::new(confirmers);
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -125,26 +154,7 @@ impl Engine {
         }
 
         // Groups: collected in one pass, each then run as a sequence.
-        let groups = {
-            let (job, format, parse, stop) = (
-                self.job.clone(),
-                self.format,
-                self.parse.clone(),
-                self.stop.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
-                read_rows(&job, format, parse, &stop, 0, |index, row| {
-                    if let Some(g) = row.group.clone() {
-                        groups.entry(g).or_default().push((index, row));
-                    }
-                    true
-                });
-                groups
-            })
-            .await
-            .unwrap_or_default()
-        };
+        let groups = self.collect_groups().await;
         let group_slots = Arc::new(Semaphore::new(self.options.group_concurrency.max(1)));
         for (_, rows) in groups {
             let (engine, writer, slots, confirmers) = (
@@ -181,6 +191,56 @@ impl Engine {
         }
         closer.abort();
         self.stop.reason()
+    }
+
+    /// One confirmer per lane, and the tasks to wait for at the end.
+    #[allow(clippy::type_complexity)]
+    fn start_confirmers(
+        self: &Arc<Self>,
+        writer: &Writer,
+    ) -> (
+        BTreeMap<String, Confirmer>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let wait = self.options.wait.unwrap_or(Duration::ZERO);
+        let mut confirmers = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (name, lane) in &self.lanes {
+            let engine = self.clone();
+            let (confirmer, task) = Confirmer::start(
+                lane.clone(),
+                writer.clone(),
+                wait,
+                self.stop.clone(),
+                Arc::new(move |outcome| engine.note(outcome, true)),
+            );
+            confirmers.insert(name.clone(), confirmer);
+            tasks.push(task);
+        }
+        (confirmers, tasks)
+    }
+
+    /// The job's grouped rows by group, in file order (one pass; memory grows with grouped
+    /// rows only).
+    async fn collect_groups(&self) -> BTreeMap<String, Vec<(u64, JobRow)>> {
+        let (job, format, parse, stop) = (
+            self.job.clone(),
+            self.format,
+            self.parse.clone(),
+            self.stop.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
+            read_rows(&job, format, parse, &stop, 0, |index, row| {
+                if let Some(g) = row.group.clone() {
+                    groups.entry(g).or_default().push((index, row));
+                }
+                true
+            });
+            groups
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Counts an outcome (`now`: produced by this invocation) and stops dispatch once the
@@ -354,38 +414,10 @@ impl Engine {
         queued: Duration,
         await_confirmation: bool,
     ) -> Option<Outcome> {
-        let prior = match self.store.get(index) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stop.request(StopReason::Store(e.to_string()));
-                return None;
-            }
+        let prior = match self.before_sending(writer, index, row).await {
+            Ok(prior) => prior,
+            Err(outcome) => return outcome,
         };
-        if let Some(outcome) = prior.as_ref().and_then(RowRecord::final_outcome) {
-            if index >= self.prefix.rows {
-                self.note(outcome, false); // the prefix was counted at the start
-            }
-            return Some(outcome);
-        }
-        if let Some(first) = self.duplicate_of.get(&row.line) {
-            self.note(Outcome::Skipped, true);
-            let reason = format!("duplicate of line {first}");
-            writer
-                .put(index, RowRecord::decided(Outcome::Skipped, reason))
-                .await;
-            return Some(Outcome::Skipped);
-        }
-        // `not_before`: the row is held, not failed, until its time (a stop — Ctrl-C, the
-        // window's close, `--until` — ends the wait and leaves the row for the next run).
-        if let Some(at) = row.not_before {
-            if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
-                tracing::info!(line = row.line, until = %at, "holding the row until its not_before");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.stop.stopped() => return None,
-                }
-            }
-        }
         let ctx = RowContext {
             lane,
             policy: self.options.policy,
@@ -394,36 +426,66 @@ impl Engine {
             writer,
             stop: &self.stop,
         };
-        let (end, gate_wait) = crate::provider::limiter::GATE_WAIT
-            .scope(std::cell::Cell::new(Duration::ZERO), async {
-                let end = execute(&ctx, index, row, prior, queued).await;
-                (end, crate::provider::limiter::GATE_WAIT.with(|w| w.get()))
-            })
-            .await;
-        // Latency is the provider's; waiting for the rate gate counts as queueing.
-        let wait = gate_wait.as_millis() as u64;
-        let end = match end {
-            RowEnd::Record(mut record) => {
-                record.latency_ms = record.latency_ms.map(|l| l.saturating_sub(wait));
-                record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
-                RowEnd::Record(record)
+        let end = execute_timed(&ctx, index, row, prior, queued).await;
+        self.conclude(lane, writer, confirmers, index, end, await_confirmation)
+            .await
+    }
+
+    /// What a row needs before it may be sent: its stored record, unless it is final already,
+    /// a repeat of an earlier row (skipped now), or held by its `not_before` until the run
+    /// stopped (`Err`: the outcome the row has, if any).
+    async fn before_sending(
+        &self,
+        writer: &Writer,
+        index: u64,
+        row: &JobRow,
+    ) -> Result<Option<RowRecord>, Option<Outcome>> {
+        let prior = match self.store.get(index) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stop.request(StopReason::Store(e.to_string()));
+                return Err(None);
             }
-            RowEnd::Handoff {
-                mut record,
-                reference,
-                after,
-                started,
-            } => {
-                record.queued_ms = Some(record.queued_ms.unwrap_or(0) + wait);
-                RowEnd::Handoff {
-                    record,
-                    reference,
-                    after,
-                    started: started + gate_wait,
+        };
+        if let Some(outcome) = prior.as_ref().and_then(RowRecord::final_outcome) {
+            if index >= self.prefix.rows {
+                self.note(outcome, false); // the prefix was counted at the start
+            }
+            return Err(Some(outcome));
+        }
+        if let Some(first) = self.duplicate_of.get(&row.line) {
+            self.note(Outcome::Skipped, true);
+            let reason = format!("duplicate of line {first}");
+            writer
+                .put(index, RowRecord::decided(Outcome::Skipped, reason))
+                .await;
+            return Err(Some(Outcome::Skipped));
+        }
+        // `not_before`: the row is held, not failed, until its time (a stop — Ctrl-C, the
+        // window's close, `--until` — ends the wait and leaves the row for the next run).
+        if let Some(at) = row.not_before {
+            if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
+                tracing::info!(line = row.line, until = %at, "holding the row until its not_before");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.stopped() => return Err(None),
                 }
             }
-            other => other,
-        };
+        }
+        Ok(prior)
+    }
+
+    /// Where a row's end goes: an accepted change to the lane's confirmer (a group waits for
+    /// its outcome), a record to the writer, a refusal of credentials to the stop signal.
+    async fn conclude(
+        &self,
+        lane: &Lane,
+        writer: &Writer,
+        confirmers: &BTreeMap<String, Confirmer>,
+        index: u64,
+        end: RowEnd,
+        await_confirmation: bool,
+    ) -> Option<Outcome> {
         match end {
             RowEnd::Handoff {
                 record,
