@@ -142,8 +142,18 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     planned.sort_by_key(|p| p.index);
 
+    print_plan(&args.job, &planned);
+    if let Some(out) = &args.output {
+        write_plan(out, &planned, &extras)?;
+        eprintln!("simbatch: per-row plan in {}", out.display());
+    }
+    Ok(ExitCode::Success)
+}
+
+/// Per provider and action, how many rows would change, be skipped, fail; then the reasons.
+fn print_plan(job: &std::path::Path, planned: &[Planned]) {
     let mut table: BTreeMap<(String, Action), BTreeMap<&'static str, u64>> = BTreeMap::new();
-    for p in &planned {
+    for p in planned {
         *table
             .entry((p.row.provider.clone(), p.row.action()))
             .or_default()
@@ -152,7 +162,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{}: plan for {} rows (nothing was changed)",
-        args.job.display(),
+        job.display(),
         planned.len()
     );
     println!(
@@ -177,49 +187,54 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     for (reason, n) in reasons {
         println!("  {n:>8} × {reason}");
     }
-    if let Some(out) = &args.output {
-        let mut w = crate::job::write::spreadsheet_csv(std::fs::File::create(out)?);
-        let header = [
-            "line", "id", "provider", "action", "iccid", "eid", "plan", "reason", "before", "after",
+}
+
+/// The per-row plan (`-o`), as a spreadsheet-safe CSV.
+fn write_plan(
+    out: &std::path::Path,
+    planned: &[Planned],
+    extras: &[std::sync::Arc<str>],
+) -> anyhow::Result<()> {
+    let mut w = crate::job::write::spreadsheet_csv(std::fs::File::create(out)?);
+    let header = [
+        "line", "id", "provider", "action", "iccid", "eid", "plan", "reason", "before", "after",
+    ];
+    w.write_record(
+        header
+            .iter()
+            .copied()
+            .chain(extras.iter().map(|e| &**e))
+            .map(|name| crate::report::neutralise(name).into_owned()),
+    )?;
+    for p in planned {
+        let extra = crate::job::write::extra_values(&p.row, extras).into_iter();
+        let cells = [
+            p.row.line.to_string(),
+            p.row.id.clone(),
+            p.row.provider.clone(),
+            p.row.action().name().to_string(),
+            p.row
+                .target
+                .iccid()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            p.row
+                .target
+                .eid()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            p.verdict.to_string(),
+            p.reason.clone(),
+            p.before.clone(),
+            p.after.clone(),
         ];
         w.write_record(
-            header
+            cells
                 .iter()
-                .copied()
-                .chain(extras.iter().map(|e| &**e))
-                .map(|name| crate::report::neutralise(name).into_owned()),
+                .map(|c| crate::report::neutralise(c).into_owned())
+                .chain(extra.map(|e| crate::report::neutralise(e).into_owned())),
         )?;
-        for p in &planned {
-            let extra = crate::job::write::extra_values(&p.row, &extras).into_iter();
-            let cells = [
-                p.row.line.to_string(),
-                p.row.id.clone(),
-                p.row.provider.clone(),
-                p.row.action().name().to_string(),
-                p.row
-                    .target
-                    .iccid()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                p.row
-                    .target
-                    .eid()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default(),
-                p.verdict.to_string(),
-                p.reason.clone(),
-                p.before.clone(),
-                p.after.clone(),
-            ];
-            w.write_record(
-                cells
-                    .iter()
-                    .map(|c| crate::report::neutralise(c).into_owned())
-                    .chain(extra.map(|e| crate::report::neutralise(e).into_owned())),
-            )?;
-        }
-        w.flush()?;
-        eprintln!("simbatch: per-row plan in {}", out.display());
     }
-    Ok(ExitCode::Success)
+    w.flush()?;
+    Ok(())
 }

@@ -140,147 +140,23 @@ pub fn parse_row(raw: &RawRow, options: &ParseOptions) -> Result<Parsed, Vec<Dia
         warnings: Vec::new(),
         strictness: options.strictness,
     };
-
-    let action = match check.get(Column::Action) {
-        None => {
-            check.error("`action` is empty".to_string());
-            None
-        }
-        Some(value) => match value.parse::<Action>() {
-            Ok(action) => Some(action),
-            Err(()) => {
-                let hint = suggest(value, Action::ALL.map(Action::name))
-                    .map(|s| format!(" — did you mean `{s}`?"))
-                    .unwrap_or_default();
-                let all: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
-                check.error(format!(
-                    "unknown action `{value}`{hint} (known actions: {})",
-                    all.join(", ")
-                ));
-                None
-            }
-        },
-    };
-
-    let provider_name = check
-        .get(Column::Provider)
-        .map(str::to_string)
-        .or_else(|| options.default_provider.clone());
-    let provider = match provider_name {
-        None => {
-            check.error("`provider` is empty and no --provider was given".to_string());
-            None
-        }
-        Some(name) => match options.providers.get(&name) {
-            Some(config) => Some((name, config.kind)),
-            None => {
-                let names: Vec<&str> = options.providers.names().collect();
-                let hint = suggest(&name, names.iter().copied())
-                    .map(|s| format!(" — did you mean `{s}`?"))
-                    .unwrap_or_default();
-                check.error(format!(
-                    "unknown provider `{name}`{hint} (configured: {}; add others in simbatch.toml)",
-                    names.join(", ")
-                ));
-                None
-            }
-        },
-    };
-
+    let action = parse_action(&mut check);
+    let provider = parse_provider(&mut check, options);
     if let (Some(action), Some((name, kind))) = (action, &provider) {
-        let facts = provider_of(*kind);
-        if !facts.supports(action) {
-            let supported: Vec<&str> = Action::ALL
-                .into_iter()
-                .filter(|a| facts.supports(*a))
-                .map(Action::name)
-                .collect();
-            check.error(format!(
-                "provider `{name}` ({kind}) does not support `{action}`; it supports: {}",
-                supported.join(", ")
-            ));
-        }
+        check_support(&mut check, action, name, *kind);
     }
-
     let iccid = check.id(Column::Iccid, Iccid::parse);
     let eid = check.id(Column::Eid, Eid::parse);
-
-    let not_before =
-        check
-            .get(Column::NotBefore)
-            .and_then(|value| match DateTime::parse_from_rfc3339(value) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(e) => {
-                    check.error(format!(
-                    "not_before: `{value}` is not an RFC 3339 time ({e}); e.g. 2026-11-22T03:00:00Z"
-                ));
-                    None
-                }
-            });
-
+    let not_before = parse_not_before(&mut check);
     let (Some(action), Some((provider, kind))) = (action, provider) else {
         return Err(check.errors);
     };
-
-    for col in PARAMETER_COLUMNS {
-        if check.get(col).is_some() && !applies(col, action, kind) {
-            let users: Vec<&str> = Action::ALL
-                .into_iter()
-                .filter(|a| applies(col, *a, ProviderKind::Telnyx) || applies(col, *a, kind))
-                .map(Action::name)
-                .collect();
-            check.error(format!(
-                "`{}` does not apply to `{action}`{} (it is used by {})",
-                col.name(),
-                if col == Column::ReportLost {
-                    format!(" on {kind}")
-                } else {
-                    String::new()
-                },
-                users.join(", ")
-            ));
-        }
-    }
-
-    let target = match action.target_kind() {
-        TargetKind::Sim => match iccid {
-            Some(iccid) => Some(Target::Sim { iccid, eid }),
-            None => {
-                if check.get(Column::Iccid).is_none() {
-                    check.error(format!("`{action}` needs an `iccid` value"));
-                }
-                None
-            }
-        },
-        TargetKind::Euicc => match eid {
-            Some(eid) => Some(Target::Euicc { eid, iccid }),
-            None => {
-                if check.get(Column::Eid).is_none() {
-                    check.error(format!(
-                        "`{action}` works on an eUICC and needs an `eid` value"
-                    ));
-                }
-                None
-            }
-        },
-    };
-
-    let validity_period = match check.get(Column::ValidityPeriod) {
-        None => Some(DEFAULT_VALIDITY_PERIOD),
-        Some(value) => match value.parse::<u32>() {
-            Ok(v) if (1..=86_400).contains(&v) => Some(v),
-            _ => {
-                check.error(format!(
-                    "validity_period: `{value}` must be a whole number of seconds from 1 to 86400"
-                ));
-                None
-            }
-        },
-    };
+    check_parameters(&mut check, action, kind);
+    let target = parse_target(&mut check, action, iccid, eid);
+    let validity_period = parse_validity_period(&mut check);
     let enable = check.bool(Column::Enable);
     let rollback = check.bool(Column::Rollback).unwrap_or(false);
     let report_lost = check.bool(Column::ReportLost).unwrap_or(false);
-
     let operation = build_operation(
         &mut check,
         action,
@@ -290,7 +166,6 @@ pub fn parse_row(raw: &RawRow, options: &ParseOptions) -> Result<Parsed, Vec<Dia
         report_lost,
         validity_period,
     );
-
     match (check.errors.is_empty(), target, operation) {
         (true, Some(target), Some(operation)) => {
             let id = raw
@@ -313,6 +188,155 @@ pub fn parse_row(raw: &RawRow, options: &ParseOptions) -> Result<Parsed, Vec<Dia
             })
         }
         _ => Err(check.errors),
+    }
+}
+
+fn parse_action(check: &mut RowCheck<'_>) -> Option<Action> {
+    let Some(value) = check.get(Column::Action) else {
+        check.error("`action` is empty".to_string());
+        return None;
+    };
+    match value.parse::<Action>() {
+        Ok(action) => Some(action),
+        Err(()) => {
+            let hint = suggest(value, Action::ALL.map(Action::name))
+                .map(|s| format!(" — did you mean `{s}`?"))
+                .unwrap_or_default();
+            let all: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+            check.error(format!(
+                "unknown action `{value}`{hint} (known actions: {})",
+                all.join(", ")
+            ));
+            None
+        }
+    }
+}
+
+/// The row's provider name (or `--provider`) and its kind, if configured.
+fn parse_provider(
+    check: &mut RowCheck<'_>,
+    options: &ParseOptions,
+) -> Option<(String, ProviderKind)> {
+    let name = check
+        .get(Column::Provider)
+        .map(str::to_string)
+        .or_else(|| options.default_provider.clone());
+    let Some(name) = name else {
+        check.error("`provider` is empty and no --provider was given".to_string());
+        return None;
+    };
+    match options.providers.get(&name) {
+        Some(config) => Some((name, config.kind)),
+        None => {
+            let names: Vec<&str> = options.providers.names().collect();
+            let hint = suggest(&name, names.iter().copied())
+                .map(|s| format!(" — did you mean `{s}`?"))
+                .unwrap_or_default();
+            check.error(format!(
+                "unknown provider `{name}`{hint} (configured: {}; add others in simbatch.toml)",
+                names.join(", ")
+            ));
+            None
+        }
+    }
+}
+
+/// SPEC 1.2's support table, as the provider's facts hold it.
+fn check_support(check: &mut RowCheck<'_>, action: Action, name: &str, kind: ProviderKind) {
+    let facts = provider_of(kind);
+    if !facts.supports(action) {
+        let supported: Vec<&str> = Action::ALL
+            .into_iter()
+            .filter(|a| facts.supports(*a))
+            .map(Action::name)
+            .collect();
+        check.error(format!(
+            "provider `{name}` ({kind}) does not support `{action}`; it supports: {}",
+            supported.join(", ")
+        ));
+    }
+}
+
+fn parse_not_before(check: &mut RowCheck<'_>) -> Option<DateTime<Utc>> {
+    let value = check.get(Column::NotBefore)?;
+    match DateTime::parse_from_rfc3339(value) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(e) => {
+            check.error(format!(
+                "not_before: `{value}` is not an RFC 3339 time ({e}); e.g. 2026-11-22T03:00:00Z"
+            ));
+            None
+        }
+    }
+}
+
+/// A parameter given for an action that does not use it is an error (a `rollback` that would
+/// be ignored can leave devices offline).
+fn check_parameters(check: &mut RowCheck<'_>, action: Action, kind: ProviderKind) {
+    for col in PARAMETER_COLUMNS {
+        if check.get(col).is_some() && !applies(col, action, kind) {
+            let users: Vec<&str> = Action::ALL
+                .into_iter()
+                .filter(|a| applies(col, *a, ProviderKind::Telnyx) || applies(col, *a, kind))
+                .map(Action::name)
+                .collect();
+            check.error(format!(
+                "`{}` does not apply to `{action}`{} (it is used by {})",
+                col.name(),
+                if col == Column::ReportLost {
+                    format!(" on {kind}")
+                } else {
+                    String::new()
+                },
+                users.join(", ")
+            ));
+        }
+    }
+}
+
+/// The row's target: a SIM by ICCID or an eUICC by EID, as its action needs.
+fn parse_target(
+    check: &mut RowCheck<'_>,
+    action: Action,
+    iccid: Option<Iccid>,
+    eid: Option<Eid>,
+) -> Option<Target> {
+    match action.target_kind() {
+        TargetKind::Sim => match iccid {
+            Some(iccid) => Some(Target::Sim { iccid, eid }),
+            None => {
+                if check.get(Column::Iccid).is_none() {
+                    check.error(format!("`{action}` needs an `iccid` value"));
+                }
+                None
+            }
+        },
+        TargetKind::Euicc => match eid {
+            Some(eid) => Some(Target::Euicc { eid, iccid }),
+            None => {
+                if check.get(Column::Eid).is_none() {
+                    check.error(format!(
+                        "`{action}` works on an eUICC and needs an `eid` value"
+                    ));
+                }
+                None
+            }
+        },
+    }
+}
+
+fn parse_validity_period(check: &mut RowCheck<'_>) -> Option<u32> {
+    let Some(value) = check.get(Column::ValidityPeriod) else {
+        return Some(DEFAULT_VALIDITY_PERIOD);
+    };
+    match value.parse::<u32>() {
+        Ok(v) if (1..=86_400).contains(&v) => Some(v),
+        _ => {
+            check.error(format!(
+                "validity_period: `{value}` must be a whole number of seconds from 1 to 86400"
+            ));
+            None
+        }
     }
 }
 
