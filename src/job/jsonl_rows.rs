@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::columns::{match_header, HeaderMatch};
+use super::columns::{match_header, Column, HeaderMatch};
 use super::source::{io_problem, RawRow, ReadProblem};
 
 /// The rows of a JSONL job file.
@@ -45,62 +45,16 @@ impl<R: BufRead> JsonlRows<R> {
 
     fn convert(&mut self) -> Result<Option<RawRow>, ReadProblem> {
         let line = self.line;
-        let mut bytes = &self.buf[..];
-        while let Some((last, rest)) = bytes.split_last() {
-            if matches!(last, b'\n' | b'\r') {
-                bytes = rest;
-            } else {
-                break;
-            }
-        }
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            ReadProblem::row(
-                line,
-                format!(
-                    "line is not valid UTF-8 (at byte {}); save the file as UTF-8",
-                    e.valid_up_to() + 1
-                ),
-            )
-        })?;
-        let trimmed = text.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        let Some(object) = parse_line(line, &self.buf)? else {
             return Ok(None);
-        }
-        let object = match serde_json::from_str::<Line>(trimmed) {
-            Ok(Line::Object(entries)) => entries,
-            Ok(Line::Other(kind)) => {
-                return Err(ReadProblem::row(
-                    line,
-                    format!("expected a JSON object per line, found {kind}"),
-                ))
-            }
-            Err(e) => return Err(ReadProblem::row(line, format!("not valid JSON: {e}"))),
         };
-        if let Some(key) = repeated_key(&object) {
-            return Err(ReadProblem::row(
-                line,
-                format!(
-                    "key `{key}` appears more than once in this object; which value is meant? (a JSON reader would silently take the last)"
-                ),
-            ));
-        }
         let mut row = RawRow {
             line,
             ..RawRow::default()
         };
         let mut seen = HashSet::new();
         for (key, value) in object {
-            let matched = match self.key_cache.get(&key) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = match_header(&key);
-                    if self.key_cache.len() < KEY_CACHE_LIMIT {
-                        self.key_cache.insert(key.clone(), m.clone());
-                    }
-                    m
-                }
-            };
-            match matched {
+            match self.match_key(&key) {
                 HeaderMatch::Known(col) => {
                     if !seen.insert(col) {
                         return Err(ReadProblem::row(
@@ -111,39 +65,9 @@ impl<R: BufRead> JsonlRows<R> {
                             ),
                         ));
                     }
-                    let text = match value {
-                        Value::Null => None,
-                        Value::String(s) => Some(s.trim().to_string()),
-                        Value::Bool(b) => Some(b.to_string()),
-                        Value::Number(n) => Some(n.to_string()),
-                        other => {
-                            return Err(ReadProblem::row(
-                                line,
-                                format!(
-                                    "`{}` must be a string, number or boolean, found {}",
-                                    col.name(),
-                                    json_kind(&other)
-                                ),
-                            ))
-                        }
-                    };
-                    row.values[col.index()] = text.filter(|s| !s.is_empty());
+                    row.values[col.index()] = known_value(line, col, value)?;
                 }
-                HeaderMatch::NearMiss(col) => {
-                    if self.reported_near_misses.insert(key.clone()) {
-                        return Err(ReadProblem::row(
-                            line,
-                            format!(
-                                "unknown key `{key}`: did you mean `{}`? (rename it, or it would be ignored)",
-                                col.name()
-                            ),
-                        ));
-                    }
-                    return Err(ReadProblem::row(
-                        line,
-                        format!("unknown key `{key}` (see the first line that has it)"),
-                    ));
-                }
+                HeaderMatch::NearMiss(col) => return Err(self.near_miss(line, &key, col)),
                 HeaderMatch::Extra => {
                     let text = match value {
                         Value::String(s) => s,
@@ -156,6 +80,101 @@ impl<R: BufRead> JsonlRows<R> {
         }
         Ok(Some(row))
     }
+
+    /// The column a key names, from the cache when this key was seen before.
+    fn match_key(&mut self, key: &str) -> HeaderMatch {
+        if let Some(m) = self.key_cache.get(key) {
+            return m.clone();
+        }
+        let m = match_header(key);
+        if self.key_cache.len() < KEY_CACHE_LIMIT {
+            self.key_cache.insert(key.to_string(), m.clone());
+        }
+        m
+    }
+
+    /// A key close to a known column: the suggestion is given once, at its first line.
+    fn near_miss(&mut self, line: u64, key: &str, col: Column) -> ReadProblem {
+        if self.reported_near_misses.insert(key.to_string()) {
+            return ReadProblem::row(
+                line,
+                format!(
+                    "unknown key `{key}`: did you mean `{}`? (rename it, or it would be ignored)",
+                    col.name()
+                ),
+            );
+        }
+        ReadProblem::row(
+            line,
+            format!("unknown key `{key}` (see the first line that has it)"),
+        )
+    }
+}
+
+/// One line's entries, or `None` for a blank or comment line. Errors name the line.
+fn parse_line(line: u64, buf: &[u8]) -> Result<Option<Vec<(String, Value)>>, ReadProblem> {
+    let mut bytes = buf;
+    while let Some((last, rest)) = bytes.split_last() {
+        if matches!(last, b'\n' | b'\r') {
+            bytes = rest;
+        } else {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ReadProblem::row(
+            line,
+            format!(
+                "line is not valid UTF-8 (at byte {}); save the file as UTF-8",
+                e.valid_up_to() + 1
+            ),
+        )
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let object = match serde_json::from_str::<Line>(trimmed) {
+        Ok(Line::Object(entries)) => entries,
+        Ok(Line::Other(kind)) => {
+            return Err(ReadProblem::row(
+                line,
+                format!("expected a JSON object per line, found {kind}"),
+            ))
+        }
+        Err(e) => return Err(ReadProblem::row(line, format!("not valid JSON: {e}"))),
+    };
+    if let Some(key) = repeated_key(&object) {
+        return Err(ReadProblem::row(
+            line,
+            format!(
+                "key `{key}` appears more than once in this object; which value is meant? (a JSON reader would silently take the last)"
+            ),
+        ));
+    }
+    Ok(Some(object))
+}
+
+/// A known column's value as text: strings trimmed, numbers and booleans written out, empty
+/// and null as absent; arrays and objects are refused.
+fn known_value(line: u64, col: Column, value: Value) -> Result<Option<String>, ReadProblem> {
+    let text = match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => {
+            return Err(ReadProblem::row(
+                line,
+                format!(
+                    "`{}` must be a string, number or boolean, found {}",
+                    col.name(),
+                    json_kind(&other)
+                ),
+            ))
+        }
+    };
+    Ok(text.filter(|s| !s.is_empty()))
 }
 
 /// One JSONL line: its top-level entries in order (repeats kept), or what else it is.

@@ -1026,13 +1026,6 @@ async fn patch_endpoint(
         );
     };
     let now = Utc::now();
-    let target = |inv: &Inventory| {
-        inv.endpoints[id as usize - 1]
-            .sim
-            .map_or(format!("endpoint:{id}"), |s| {
-                inventory::iccid(EMNIFY_PREFIX, s)
-            })
-    };
     if let Some(status) = patch.status {
         let Some(to) = status.id.filter(|s| *s <= 1).map(|s| s as u8) else {
             return error(
@@ -1043,7 +1036,7 @@ async fn patch_endpoint(
             );
         };
         if to != ep.status {
-            let t = target(&inv);
+            let t = endpoint_target(&inv, id);
             inv.endpoints[id as usize - 1].status = to;
             shared.journal.record(
                 PROVIDER,
@@ -1057,57 +1050,79 @@ async fn patch_endpoint(
         }
     }
     if let Some(sim) = patch.sim {
-        match sim.id {
-            None => {
-                if let Some(old) = ep.sim {
-                    let t = target(&inv);
-                    inv.endpoints[id as usize - 1].sim = None;
-                    if let Some(s) = inv.sims.get_mut(old as usize - 1) {
-                        s.endpoint = None;
-                    }
-                    shared.journal.record(
-                        PROVIDER,
-                        t,
-                        format!("endpoint_sim:released-from:{id}"),
-                        now,
-                    );
-                }
-            }
-            Some(new) => {
-                let Some(s) = inv.sim(new) else {
-                    return error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        1401,
-                        "InvalidReference",
-                        format!("SIM with Id '{new}' not found."),
-                    );
-                };
-                if s.endpoint.is_some_and(|e| e != id) {
-                    return error(
-                        StatusCode::CONFLICT,
-                        1405,
-                        "Duplicated",
-                        format!("SIM {new} is already assigned to another endpoint"),
-                    );
-                }
-                if ep.sim != Some(new) {
-                    if let Some(old) = ep.sim {
-                        inv.sims[old as usize - 1].endpoint = None;
-                    }
-                    inv.endpoints[id as usize - 1].sim = Some(new);
-                    inv.sims[new as usize - 1].endpoint = Some(id);
-                    shared.journal.record(
-                        PROVIDER,
-                        inventory::iccid(EMNIFY_PREFIX, new),
-                        format!("endpoint_sim:assigned-to:{id}"),
-                        now,
-                    );
-                }
-            }
+        if let Err(refused) = assign_endpoint_sim(&shared, &mut inv, id, &ep, sim.id, now) {
+            return refused;
         }
     }
     let _ = patch.name; // accepted; names are derived from ids in the sandbox
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// What the journal names an endpoint's change by: its SIM's ICCID, or the endpoint itself.
+fn endpoint_target(inv: &Inventory, id: u64) -> String {
+    inv.endpoints[id as usize - 1]
+        .sim
+        .map_or(format!("endpoint:{id}"), |s| {
+            inventory::iccid(EMNIFY_PREFIX, s)
+        })
+}
+
+/// Assigns SIM `sim` to endpoint `id`, or releases its SIM when `sim` is `None`; a SIM
+/// unknown or held by another endpoint is refused as the platform refuses it.
+fn assign_endpoint_sim(
+    shared: &Shared,
+    inv: &mut Inventory,
+    id: u64,
+    ep: &Endpoint,
+    sim: Option<u64>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), Response> {
+    match sim {
+        None => {
+            if let Some(old) = ep.sim {
+                let t = endpoint_target(inv, id);
+                inv.endpoints[id as usize - 1].sim = None;
+                if let Some(s) = inv.sims.get_mut(old as usize - 1) {
+                    s.endpoint = None;
+                }
+                shared
+                    .journal
+                    .record(PROVIDER, t, format!("endpoint_sim:released-from:{id}"), now);
+            }
+        }
+        Some(new) => {
+            let Some(s) = inv.sim(new) else {
+                return Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    1401,
+                    "InvalidReference",
+                    format!("SIM with Id '{new}' not found."),
+                ));
+            };
+            if s.endpoint.is_some_and(|e| e != id) {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    1405,
+                    "Duplicated",
+                    format!("SIM {new} is already assigned to another endpoint"),
+                ));
+            }
+            if ep.sim != Some(new) {
+                if let Some(old) = ep.sim {
+                    inv.sims[old as usize - 1].endpoint = None;
+                }
+                inv.endpoints[id as usize - 1].sim = Some(new);
+                inv.sims[new as usize - 1].endpoint = Some(id);
+                shared.journal.record(
+                    PROVIDER,
+                    inventory::iccid(EMNIFY_PREFIX, new),
+                    format!("endpoint_sim:assigned-to:{id}"),
+                    now,
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn delete_endpoint(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
@@ -1200,6 +1215,31 @@ struct OperationRequest {
     rollback: Option<bool>,
 }
 
+/// What is wrong with one requested eUICC operation, if anything. `rollback` is accepted
+/// as is: the sandbox's profiles never fail to connect.
+fn operation_problem(r: &OperationRequest) -> Option<String> {
+    let action = r.action.id.unwrap_or(0);
+    if !(1..=5).contains(&action) {
+        Some("action.id must be 1..5".to_string())
+    } else if r
+        .validity_period
+        .is_some_and(|v| !(1..=86_400).contains(&v))
+    {
+        Some("validity_period must be 1..86400".into())
+    } else if action == 2
+        && r.activation_code
+            .as_deref()
+            .is_none_or(|c| crate::job::model::ActivationCode::parse(c).is_err())
+    {
+        Some("activation_code `1$<SM-DP+ address>$<matching id>` is required for action 2".into())
+    } else if (3..=5).contains(&action) && r.iccid_with_luhn.as_deref().is_none_or(str::is_empty) {
+        Some(format!("iccid_with_luhn is required for action {action}"))
+    } else {
+        let _ = r.rollback;
+        None
+    }
+}
+
 async fn schedule_operations(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -1222,34 +1262,9 @@ async fn schedule_operations(
         );
     }
     for (i, r) in requests.iter().enumerate() {
-        let action = r.action.id.unwrap_or(0);
-        let problem = if !(1..=5).contains(&action) {
-            Some("action.id must be 1..5".to_string())
-        } else if r
-            .validity_period
-            .is_some_and(|v| !(1..=86_400).contains(&v))
-        {
-            Some("validity_period must be 1..86400".into())
-        } else if action == 2
-            && r.activation_code
-                .as_deref()
-                .is_none_or(|c| crate::job::model::ActivationCode::parse(c).is_err())
-        {
-            Some(
-                "activation_code `1$<SM-DP+ address>$<matching id>` is required for action 2"
-                    .into(),
-            )
-        } else if (3..=5).contains(&action)
-            && r.iccid_with_luhn.as_deref().is_none_or(str::is_empty)
-        {
-            Some(format!("iccid_with_luhn is required for action {action}"))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = operation_problem(r) {
             return euicc_error(StatusCode::BAD_REQUEST, format!("operation {i}: {problem}"));
         }
-        let _ = r.rollback; // accepted: the sandbox's profiles never fail to connect
     }
     let now = Instant::now();
     let mut inv = inventory(&shared, now);

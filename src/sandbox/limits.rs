@@ -62,6 +62,117 @@ enum Shape {
     InFlight { cap: u64, current: u64 },
 }
 
+/// One shape's answer to a request: admitted, with how many the window (or the in-flight
+/// count) now holds; or refused, with when to retry. Both carry the window's state for
+/// fixed windows, whose responses show it.
+type ShapeAnswer = Result<(u64, Option<WindowState>), (Duration, Option<WindowState>)>;
+
+impl Shape {
+    fn admit(&mut self, now: Instant) -> ShapeAnswer {
+        match self {
+            Shape::Sliding { limit, window, log } => admit_sliding(*limit, *window, log, now),
+            Shape::Bucket {
+                rate,
+                burst,
+                tokens,
+                last,
+                recent,
+            } => admit_bucket((*rate, *burst), tokens, last, recent, now),
+            Shape::Fixed {
+                limit,
+                window,
+                start,
+                count,
+            } => admit_fixed(*limit, *window, start, count, now),
+            Shape::InFlight { cap, current } => {
+                if *current < *cap {
+                    *current += 1;
+                    Ok((*current, None))
+                } else {
+                    Err((Duration::from_secs(1), None))
+                }
+            }
+        }
+    }
+}
+
+/// Drops the times a sliding log no longer covers.
+fn forget_before(log: &mut VecDeque<Instant>, window: Duration, now: Instant) {
+    while log
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        log.pop_front();
+    }
+}
+
+fn admit_sliding(
+    limit: u64,
+    window: Duration,
+    log: &mut VecDeque<Instant>,
+    now: Instant,
+) -> ShapeAnswer {
+    forget_before(log, window, now);
+    if (log.len() as u64) < limit {
+        log.push_back(now);
+        Ok((log.len() as u64, None))
+    } else {
+        let oldest = *log.front().expect("full log is not empty");
+        Err(((oldest + window).saturating_duration_since(now), None))
+    }
+}
+
+fn admit_bucket(
+    (rate, burst): (f64, f64),
+    tokens: &mut f64,
+    last: &mut Instant,
+    recent: &mut VecDeque<Instant>,
+    now: Instant,
+) -> ShapeAnswer {
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        forget_before(recent, Duration::from_secs(1), now);
+        recent.push_back(now);
+        Ok((recent.len() as u64, None))
+    } else {
+        Err((Duration::from_secs_f64((1.0 - *tokens) / rate), None))
+    }
+}
+
+fn admit_fixed(
+    limit: u64,
+    window: Duration,
+    start: &mut Instant,
+    count: &mut u64,
+    now: Instant,
+) -> ShapeAnswer {
+    if now.duration_since(*start) >= window {
+        // Windows stay aligned to the first one, as a wall-clock window would.
+        let elapsed = now.duration_since(*start).as_nanos() / window.as_nanos().max(1);
+        *start += window * elapsed as u32;
+        *count = 0;
+    }
+    let reset = (*start + window).saturating_duration_since(now);
+    if *count < limit {
+        *count += 1;
+        let state = WindowState {
+            limit,
+            remaining: limit - *count,
+            reset,
+        };
+        Ok((*count, Some(state)))
+    } else {
+        let state = WindowState {
+            limit,
+            remaining: 0,
+            reset,
+        };
+        Err((reset, Some(state)))
+    }
+}
+
 /// One limiter with its peak.
 #[derive(Debug)]
 pub struct Limiter {
@@ -135,106 +246,20 @@ impl Limiter {
     pub fn admit(&self, now: Instant) -> Result<Option<WindowState>, Refusal> {
         let mut guard = self.inner.lock().expect("limiter lock");
         let (shape, peak, refused) = &mut *guard;
-        let result = match shape {
-            Shape::Sliding { limit, window, log } => {
-                while log
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= *window)
-                {
-                    log.pop_front();
-                }
-                if (log.len() as u64) < *limit {
-                    log.push_back(now);
-                    *peak = (*peak).max(log.len() as u64);
-                    Ok(None)
-                } else {
-                    let oldest = *log.front().expect("full log is not empty");
-                    Err(Refusal {
-                        limiter: self.name,
-                        retry_after: (oldest + *window).saturating_duration_since(now),
-                        window: None,
-                    })
-                }
+        match shape.admit(now) {
+            Ok((held, window)) => {
+                *peak = (*peak).max(held);
+                Ok(window)
             }
-            Shape::Bucket {
-                rate,
-                burst,
-                tokens,
-                last,
-                recent,
-            } => {
-                *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * *rate).min(*burst);
-                *last = now;
-                if *tokens >= 1.0 {
-                    *tokens -= 1.0;
-                    while recent
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-                    {
-                        recent.pop_front();
-                    }
-                    recent.push_back(now);
-                    *peak = (*peak).max(recent.len() as u64);
-                    Ok(None)
-                } else {
-                    Err(Refusal {
-                        limiter: self.name,
-                        retry_after: Duration::from_secs_f64((1.0 - *tokens) / *rate),
-                        window: None,
-                    })
-                }
+            Err((retry_after, window)) => {
+                *refused += 1;
+                Err(Refusal {
+                    limiter: self.name,
+                    retry_after,
+                    window,
+                })
             }
-            Shape::Fixed {
-                limit,
-                window,
-                start,
-                count,
-            } => {
-                if now.duration_since(*start) >= *window {
-                    // Windows stay aligned to the first one, as a wall-clock window would.
-                    let elapsed = now.duration_since(*start).as_nanos() / window.as_nanos().max(1);
-                    *start += *window * elapsed as u32;
-                    *count = 0;
-                }
-                let reset = (*start + *window).saturating_duration_since(now);
-                if *count < *limit {
-                    *count += 1;
-                    *peak = (*peak).max(*count);
-                    Ok(Some(WindowState {
-                        limit: *limit,
-                        remaining: *limit - *count,
-                        reset,
-                    }))
-                } else {
-                    Err(Refusal {
-                        limiter: self.name,
-                        retry_after: reset,
-                        window: Some(WindowState {
-                            limit: *limit,
-                            remaining: 0,
-                            reset,
-                        }),
-                    })
-                }
-            }
-            Shape::InFlight { cap, current } => {
-                if *current < *cap {
-                    *current += 1;
-                    *peak = (*peak).max(*current);
-                    Ok(None)
-                } else {
-                    Err(Refusal {
-                        limiter: self.name,
-                        retry_after: Duration::from_secs(1),
-                        window: None,
-                    })
-                }
-            }
-        };
-        if result.is_err() {
-            *refused += 1;
         }
-        result
     }
 
     /// Ends an in-flight request admitted by `admit` (no-op for other shapes).

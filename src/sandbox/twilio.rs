@@ -328,6 +328,23 @@ async fn list_sims(
         let more = (i..inv.sims.len()).any(matches);
         (out, more.then_some(i))
     };
+    Json(json!({
+        "sims": sims,
+        "meta": page_meta(&origin, &params, page_size, page, start, next),
+    }))
+    .into_response()
+}
+
+/// A list page's `meta`: its own, first, previous and next page URLs, each keeping the
+/// request's filters, as Twilio's list responses carry them.
+fn page_meta(
+    origin: &str,
+    params: &[(String, String)],
+    page_size: usize,
+    page: usize,
+    start: usize,
+    next: Option<usize>,
+) -> Value {
     let filters: String = params
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "Status" | "Fleet" | "Iccid"))
@@ -345,19 +362,15 @@ async fn list_sims(
             .unwrap_or_default();
         format!("{base}?{filters}PageSize={page_size}&Page={page}{token}")
     };
-    Json(json!({
-        "sims": sims,
-        "meta": {
-            "first_page_url": url(0, None),
-            "key": "sims",
-            "next_page_url": next.map(|n| url(page + 1, Some(n))),
-            "page": page,
-            "page_size": page_size,
-            "previous_page_url": if page > 0 { Some(url(page - 1, None)) } else { None },
-            "url": url(page, (start > 0).then_some(start)),
-        }
-    }))
-    .into_response()
+    json!({
+        "first_page_url": url(0, None),
+        "key": "sims",
+        "next_page_url": next.map(|n| url(page + 1, Some(n))),
+        "page": page,
+        "page_size": page_size,
+        "previous_page_url": if page > 0 { Some(url(page - 1, None)) } else { None },
+        "url": url(page, (start > 0).then_some(start)),
+    })
 }
 
 fn empty_page(headers: &HeaderMap, params: &[(String, String)], page_size: usize) -> Value {
@@ -491,23 +504,8 @@ async fn update_sim(
     };
     let sim = inv.sims[index].clone();
     let fleet_after = new_fleet.or(sim.fleet);
-    if let Some(to) = new_status {
-        // The status the change starts from is the one it would have once pending work settles.
-        let from = sim.scheduled.as_ref().map_or(sim.status, |s| s.to);
-        if to == Status::Ready && from != Status::New {
-            return error(
-                StatusCode::BAD_REQUEST,
-                83010,
-                format!("Cannot change status from {} to ready", from.name()),
-            );
-        }
-        if to == Status::Active && fleet_after.is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                83007,
-                "Cannot activate a Super SIM that has no Fleet; assign one with Fleet",
-            );
-        }
+    if let Some(refused) = new_status.and_then(|to| refuse_status(&sim, to, fleet_after)) {
+        return refused;
     }
     let at = Utc::now();
     let iccid = inventory::iccid(TWILIO_PREFIX, index as u64 + 1);
@@ -544,6 +542,28 @@ async fn update_sim(
         }
     }
     (code, Json(sim_json(&inv, index, &origin(&headers)))).into_response()
+}
+
+/// Twilio's refusal of a status change, if it refuses: `ready` only from `new`, and no
+/// `active` without a Fleet. The status the change starts from is the one the SIM would have
+/// once pending work settles.
+fn refuse_status(sim: &Sim, to: Status, fleet_after: Option<usize>) -> Option<Response> {
+    let from = sim.scheduled.as_ref().map_or(sim.status, |s| s.to);
+    if to == Status::Ready && from != Status::New {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            83010,
+            format!("Cannot change status from {} to ready", from.name()),
+        ));
+    }
+    if to == Status::Active && fleet_after.is_none() {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            83007,
+            "Cannot activate a Super SIM that has no Fleet; assign one with Fleet",
+        ));
+    }
+    None
 }
 
 fn fleet_json(index: usize, origin: &str) -> Value {
