@@ -28,6 +28,11 @@ pub struct FileValidation {
     /// Rows that repeat an earlier row's change (same target, action and parameters): (line,
     /// line of the first), by line. A run does each such change once and skips the repeats.
     pub duplicate_of: Vec<(u64, u64)>,
+    /// Valid rows outside any `group` whose target is a SIM named by its ICCID, per (provider
+    /// name, action): the rows an inventory listing could answer. Empty for [`Self::clean`].
+    pub listable: BTreeMap<(String, Action), u64>,
+    /// Valid rows in a `group` (`None`: not known, for an earlier check that did not count).
+    pub grouped_rows: Option<u64>,
 }
 
 impl FileValidation {
@@ -37,6 +42,7 @@ impl FileValidation {
         valid_rows: u64,
         counts: impl IntoIterator<Item = (String, Action, u64)>,
         duplicate_of: Vec<(u64, u64)>,
+        grouped_rows: Option<u64>,
     ) -> FileValidation {
         FileValidation {
             path: path.display().to_string(),
@@ -46,6 +52,8 @@ impl FileValidation {
             diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
             unreadable: false,
             duplicate_of,
+            listable: BTreeMap::new(),
+            grouped_rows,
         }
     }
 
@@ -61,6 +69,8 @@ impl FileValidation {
             diagnostics,
             unreadable: true,
             duplicate_of: Vec::new(),
+            listable: BTreeMap::new(),
+            grouped_rows: None,
         }
     }
 
@@ -148,6 +158,8 @@ fn validate(path: &Path, opened: Result<JobReader, Diagnostic>) -> FileValidatio
         diagnostics: Diagnostics::with_cap(DEFAULT_DIAGNOSTIC_CAP),
         unreadable: false,
         duplicate_of: Vec::new(),
+        listable: BTreeMap::new(),
+        grouped_rows: Some(0),
     };
     let reader = match opened {
         Ok(reader) => reader,
@@ -165,10 +177,14 @@ fn validate(path: &Path, opened: Result<JobReader, Diagnostic>) -> FileValidatio
         match item {
             RowResult::Valid(parsed) => {
                 result.valid_rows += 1;
-                *result
-                    .counts
-                    .entry((parsed.row.provider.clone(), parsed.row.action()))
-                    .or_default() += 1;
+                let row = &parsed.row;
+                let key = (row.provider.clone(), row.action());
+                if row.group.is_some() {
+                    *result.grouped_rows.get_or_insert(0) += 1;
+                } else if row.target.iccid().is_some() {
+                    *result.listable.entry(key.clone()).or_default() += 1;
+                }
+                *result.counts.entry(key).or_default() += 1;
                 for w in parsed.warnings {
                     result.diagnostics.push(w);
                 }

@@ -2,25 +2,26 @@
 //! worker pools side by side, runs `group`s step by step across lanes, and stops cleanly on an
 //! auth failure, the failure threshold or Ctrl-C.
 //!
-//! Each lane reads the job file itself (a streaming pass that keeps only its own rows), so
-//! memory stays flat and a slow or throttled provider never holds up another's rows — a shared
-//! reader would block on the slowest lane's full queue. Rows that belong to a `group` are
-//! collected instead (memory grows with grouped rows only) and each group runs as one sequence.
+//! One dispatch pass (`feed`) reads the job and fills each lane's bounded queue, so memory
+//! stays flat; a lane that falls behind while another starves reads the rest of its rows
+//! itself, so a slow or throttled provider never holds up another's rows. Rows that belong to
+//! a `group` are collected by the same pass (memory grows with grouped rows only) and each
+//! group runs as one sequence.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::confirm::{Confirmer, Handoff};
 use super::control::{over_limit, FailureLimit, Live, Stop, StopReason};
 use super::execute::{execute, RowContext, RowEnd};
+use super::feed::{self, JobShape, JobSource, LaneFeed};
 use super::lane::Lane;
 use super::retry::RetryPolicy;
 use super::writer::Writer;
-use crate::job::{JobFormat, JobReader, JobRow, ParseOptions, RowResult};
+use crate::job::{Action, JobRow};
 use crate::store::{CheckpointStore, FinishedPrefix, Outcome, RowRecord};
 
 #[derive(Debug, Clone)]
@@ -35,9 +36,12 @@ pub struct RunOptions {
 }
 
 pub struct Engine {
-    pub job: PathBuf,
-    pub format: Option<JobFormat>,
-    pub parse: ParseOptions,
+    pub job: JobSource,
+    /// What validation counted: where each lane's rows end, how many rows are grouped.
+    pub shape: JobShape,
+    /// Rows an inventory listing could answer, per (provider, action), from this invocation's
+    /// validation; `None` on a resume, which surveys what is left instead.
+    pub listable: Option<BTreeMap<(String, Action), u64>>,
     pub lanes: BTreeMap<String, Arc<Lane>>,
     pub store: Arc<dyn CheckpointStore>,
     pub options: RunOptions,
@@ -93,32 +97,6 @@ async fn execute_timed(
     }
 }
 
-/// Reads the job from row `skip` on and hands each valid row (with its index) to `keep`,
-/// until `keep` says stop.
-fn read_rows(
-    job: &std::path::Path,
-    format: Option<JobFormat>,
-    parse: ParseOptions,
-    stop: &Stop,
-    skip: u64,
-    mut keep: impl FnMut(u64, JobRow) -> bool,
-) {
-    let Ok(mut reader) = JobReader::open(job, format, parse) else {
-        return;
-    };
-    reader.skip_rows(skip);
-    for (index, item) in (skip..).zip(reader) {
-        if stop.requested() {
-            return;
-        }
-        if let RowResult::Valid(parsed) = item {
-            if !keep(index, parsed.row) {
-                return;
-            }
-        }
-    }
-}
-
 impl Engine {
     /// Runs every unfinished row; returns why it stopped early, if it did.
     pub async fn run(self: Arc<Self>, on_commit: super::writer::OnCommit) -> Option<StopReason> {
@@ -143,35 +121,11 @@ impl Engine {
         let confirmers = Arc::new(confirmers);
 
         let mut tasks = tokio::task::JoinSet::new();
-        for lane in self.lanes.values() {
-            let (engine, lane, writer, confirmers) = (
-                self.clone(),
-                lane.clone(),
-                writer.clone(),
-                confirmers.clone(),
-            );
-            tasks.spawn(async move { engine.run_lane(lane, writer, confirmers).await });
-        }
-
-        // Groups: collected in one pass, each then run as a sequence.
-        let groups = self.collect_groups().await;
-        let group_slots = Arc::new(Semaphore::new(self.options.group_concurrency.max(1)));
-        for (_, rows) in groups {
-            let (engine, writer, slots, confirmers) = (
-                self.clone(),
-                writer.clone(),
-                group_slots.clone(),
-                confirmers.clone(),
-            );
-            tasks.spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                if !super::schedule::wait_open(&mut engine.open.clone(), &engine.stop).await {
-                    return;
-                }
-                engine.run_group(&writer, &confirmers, rows).await;
-            });
+        // Outside the window nothing is read either: a listing taken hours before the window
+        // opens would be stale by then.
+        if super::schedule::wait_open(&mut self.open.clone(), &self.stop).await {
+            self.start_lanes_and_groups(&mut tasks, &writer, &confirmers)
+                .await;
         }
 
         while let Some(result) = tasks.join_next().await {
@@ -220,24 +174,74 @@ impl Engine {
         (confirmers, tasks)
     }
 
-    /// The job's grouped rows by group, in file order (one pass; memory grows with grouped
-    /// rows only).
-    async fn collect_groups(&self) -> BTreeMap<String, Vec<(u64, JobRow)>> {
-        let (job, format, parse, stop) = (
+    /// Starts the dispatch pass, a task per lane fed by it, and — once the pass has read
+    /// their rows — a task per group.
+    async fn start_lanes_and_groups(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        writer: &Writer,
+        confirmers: &Arc<BTreeMap<String, Confirmer>>,
+    ) {
+        let skip = self.prefix.rows;
+        let wanted = self.listable_rows(skip).await;
+        let (feeds, groups) = feed::start(
+            &self.job,
+            &self.stop,
+            self.lanes.keys().cloned(),
+            self.shape.clone(),
+            skip,
+        );
+        for (name, feed) in feeds {
+            let Some(lane) = self.lanes.get(&name).cloned() else {
+                continue;
+            };
+            let wanted = wanted.get(&name).copied().unwrap_or(0);
+            let (engine, writer, confirmers) = (self.clone(), writer.clone(), confirmers.clone());
+            tasks.spawn(async move {
+                engine
+                    .run_lane(lane, feed, wanted, writer, confirmers)
+                    .await
+            });
+        }
+        let groups = tokio::select! {
+            groups = groups => groups.unwrap_or_default(),
+            _ = self.stop.stopped() => return,
+        };
+        let group_slots = Arc::new(Semaphore::new(self.options.group_concurrency.max(1)));
+        for (_, rows) in groups {
+            let (engine, writer, slots, confirmers) = (
+                self.clone(),
+                writer.clone(),
+                group_slots.clone(),
+                confirmers.clone(),
+            );
+            tasks.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                if !super::schedule::wait_open(&mut engine.open.clone(), &engine.stop).await {
+                    return;
+                }
+                engine.run_group(&writer, &confirmers, rows).await;
+            });
+        }
+    }
+
+    /// Per lane, the rows its inventory listing could answer: from validation's counts on a
+    /// fresh run; on a resume, only the unfinished ones (counting those too made resuming the
+    /// last 228 of 1,000,000 rows list all 4,000 pages: 160 s).
+    async fn listable_rows(&self, skip: u64) -> BTreeMap<String, usize> {
+        if let Some(listable) = &self.listable {
+            return feed::listable_from_counts(&self.lanes, listable);
+        }
+        let (job, stop, lanes, store) = (
             self.job.clone(),
-            self.format,
-            self.parse.clone(),
             self.stop.clone(),
+            self.lanes.clone(),
+            self.store.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
-            read_rows(&job, format, parse, &stop, 0, |index, row| {
-                if let Some(g) = row.group.clone() {
-                    groups.entry(g).or_default().push((index, row));
-                }
-                true
-            });
-            groups
+            feed::survey_listable(&job, &stop, &lanes, store.as_ref(), skip)
         })
         .await
         .unwrap_or_default()
@@ -253,57 +257,16 @@ impl Engine {
         }
     }
 
-    /// One lane: list its inventory if that saves requests, then feed its ungrouped rows to its
-    /// workers from its own pass over the job.
+    /// One lane: list its inventory if that saves requests (`wanted` rows could use it), and
+    /// meanwhile feed its ungrouped rows to its workers.
     async fn run_lane(
         self: Arc<Self>,
         lane: Arc<Lane>,
+        feed: LaneFeed,
+        wanted: usize,
         writer: Writer,
         confirmers: Arc<BTreeMap<String, Confirmer>>,
     ) {
-        // Outside the window nothing is read either: a listing taken hours before the window
-        // opens would be stale by then.
-        if !super::schedule::wait_open(&mut self.open.clone(), &self.stop).await {
-            return;
-        }
-        let skip = self.prefix.rows;
-        let wanted = {
-            let (job, format, parse, stop, lane, store) = (
-                self.job.clone(),
-                self.format,
-                self.parse.clone(),
-                self.stop.clone(),
-                lane.clone(),
-                self.store.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let mut wanted = 0usize;
-                // Rows a previous run finished need no lookup, nor do changes it left pending
-                // (they are confirmed by their reference): a resumed run lists the inventory
-                // only if what is left is worth it. (Counting the pending ones made resuming
-                // the last 228 of 1,000,000 rows list all 4,000 pages: 160 s.)
-                let finished = |index: u64| {
-                    store
-                        .get(index)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|r| r.final_outcome().is_some() || r.awaits_confirmation())
-                };
-                read_rows(&job, format, parse, &stop, skip, |index, row| {
-                    if row.provider == lane.name
-                        && lane.snapshot_eligible(&row)
-                        && row.target.iccid().is_some()
-                        && !finished(index)
-                    {
-                        wanted += 1;
-                    }
-                    true
-                });
-                wanted
-            })
-            .await
-            .unwrap_or_default()
-        };
         // The listing runs alongside dispatch: a row whose SIM is listed goes as soon as its
         // page is in (see `Lane::take_listed`). It is polled first, so it is announced before
         // any row asks.
@@ -325,52 +288,31 @@ impl Engine {
                 }
             }
         };
-        tokio::join!(
-            listing,
-            self.dispatch(lane.clone(), writer, confirmers, skip)
-        );
+        tokio::join!(listing, self.work(lane.clone(), feed, writer, confirmers));
     }
 
-    /// Feeds a lane's ungrouped rows, from `skip` on, to its workers.
-    async fn dispatch(
+    /// The lane's workers, each taking the lane's next row until none is left.
+    async fn work(
         self: &Arc<Self>,
         lane: Arc<Lane>,
+        feed: LaneFeed,
         writer: Writer,
         confirmers: Arc<BTreeMap<String, Confirmer>>,
-        skip: u64,
     ) {
-        let (tx, rx) = mpsc::channel::<(u64, JobRow, Instant)>(256);
-        let reader = {
-            let (job, format, parse, stop, name) = (
-                self.job.clone(),
-                self.format,
-                self.parse.clone(),
-                self.stop.clone(),
-                lane.name.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                read_rows(&job, format, parse, &stop, skip, |index, row| {
-                    if row.provider != name || row.group.is_some() {
-                        return true;
-                    }
-                    tx.blocking_send((index, row, Instant::now())).is_ok()
-                });
-            })
-        };
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let feed = Arc::new(tokio::sync::Mutex::new(feed));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..lane.concurrency.max(1) {
-            let (engine, lane, rx, writer, confirmers) = (
+            let (engine, lane, feed, writer, confirmers) = (
                 self.clone(),
                 lane.clone(),
-                rx.clone(),
+                feed.clone(),
                 writer.clone(),
                 confirmers.clone(),
             );
             workers.spawn(async move {
                 loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some((index, row, queued)) = next else {
+                    let next = feed.lock().await.next().await;
+                    let Some(queued) = next else {
                         break;
                     };
                     if engine.stop.requested() {
@@ -381,9 +323,9 @@ impl Engine {
                             &lane,
                             &writer,
                             &confirmers,
-                            index,
-                            &row,
-                            queued.elapsed(),
+                            queued.index,
+                            &queued.row,
+                            queued.at.elapsed(),
                             false,
                         )
                         .await;
@@ -397,8 +339,6 @@ impl Engine {
                 }
             }
         }
-        drop(rx);
-        let _ = reader.await;
     }
 
     /// Runs one row unless it is already final; returns its final outcome (if it got one now or

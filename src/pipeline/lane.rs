@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::job::JobRow;
+use crate::job::{Action, JobRow};
 use crate::provider::http::Http;
 use crate::provider::{
     Account, Cursor, ErrorClass, Observed, Polled, Provider, ProviderError, Sent, SimState,
@@ -117,9 +117,12 @@ impl Lane {
     /// listing does not show, and rows being reconciled always read live: the snapshot is
     /// stale once the job itself acts).
     pub fn snapshot_eligible(&self, row: &JobRow) -> bool {
-        row.group.is_none()
-            && row.action().target_kind() == crate::job::TargetKind::Sim
-            && self.provider().listing_shows(&row.operation)
+        row.group.is_none() && self.listing_answers(row.action())
+    }
+
+    /// Whether the inventory listing can answer for an (ungrouped) row of this action.
+    pub fn listing_answers(&self, action: Action) -> bool {
+        action.target_kind() == crate::job::TargetKind::Sim && self.provider().listing_shows(action)
     }
 
     fn listing(&self) -> std::sync::MutexGuard<'_, ListingState> {

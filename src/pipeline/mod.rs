@@ -8,6 +8,7 @@ pub mod confirm;
 pub mod control;
 pub mod engine;
 pub mod execute;
+pub mod feed;
 pub mod lane;
 pub mod preflight;
 pub mod retry;

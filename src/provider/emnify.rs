@@ -577,8 +577,8 @@ impl Provider for EmnifyProvider {
     }
 
     /// The SIM listing does not show an endpoint's status: device rows are read live.
-    fn listing_shows(&self, op: &Operation) -> bool {
-        !matches!(op, Operation::EnableDevice | Operation::DisableDevice)
+    fn listing_shows(&self, action: Action) -> bool {
+        !matches!(action, Action::EnableDevice | Action::DisableDevice)
     }
 
     fn decide_euicc(&self, op: &Operation, euicc: &EuiccState) -> Decision {
@@ -797,7 +797,7 @@ impl Account for Emnify {
                     .map_or(Observed::Missing, Observed::Euicc));
             }
             let iccid = row.target.iccid().map(|i| i.as_str()).unwrap_or_default();
-            let with_device = !EmnifyProvider.listing_shows(&row.operation);
+            let with_device = !EmnifyProvider.listing_shows(row.action());
             Ok(self
                 .find_sim(iccid, with_device)
                 .await?

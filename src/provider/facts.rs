@@ -56,9 +56,9 @@ pub trait Provider: Send + Sync {
         false
     }
 
-    /// Whether the inventory listing shows what this operation changes (emnify's listing does
+    /// Whether the inventory listing shows what this action changes (emnify's listing does
     /// not show a device's status: such rows are read live).
-    fn listing_shows(&self, _op: &Operation) -> bool {
+    fn listing_shows(&self, _action: Action) -> bool {
         true
     }
 

@@ -15,6 +15,7 @@ use crate::exit_code::ExitCode;
 use crate::job::FileValidation;
 use crate::pipeline::control::{Live, Stop, StopReason};
 use crate::pipeline::engine::{Engine, RunOptions};
+use crate::pipeline::feed::{JobShape, JobSource};
 use crate::pipeline::lane::Lane;
 use crate::pipeline::retry::RetryPolicy;
 use crate::store::{CheckpointStore, FinishedPrefix};
@@ -55,9 +56,15 @@ pub async fn dispatch(
         });
     }
     let engine = Arc::new(Engine {
-        job: opened.job.clone(),
-        format: Some(req.job_format()),
-        parse: req.parse.clone(),
+        job: JobSource {
+            path: opened.job.clone(),
+            format: Some(req.job_format()),
+            parse: req.parse.clone(),
+        },
+        shape: job_shape(validation),
+        // A fresh run's validation counted the rows a listing could answer; a resume surveys
+        // what is left.
+        listable: (!opened.resumed).then(|| validation.listable.clone()),
         lanes: lanes.clone(),
         store: opened.run.clone(),
         options: RunOptions {
@@ -100,5 +107,17 @@ pub async fn dispatch(
         live,
         started_at,
         elapsed: started.elapsed(),
+    }
+}
+
+/// What validation counted about the job that the dispatch pass uses.
+fn job_shape(validation: &FileValidation) -> JobShape {
+    let mut lane_rows: BTreeMap<String, u64> = BTreeMap::new();
+    for ((provider, _), rows) in &validation.counts {
+        *lane_rows.entry(provider.clone()).or_default() += rows;
+    }
+    JobShape {
+        lane_rows,
+        grouped_rows: validation.grouped_rows,
     }
 }

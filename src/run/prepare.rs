@@ -107,7 +107,13 @@ fn revalidate(
                         v.valid_rows
                     );
                 }
-                FileValidation::clean(&req.job, v.valid_rows, v.counts, v.duplicate_of)
+                FileValidation::clean(
+                    &req.job,
+                    v.valid_rows,
+                    v.counts,
+                    v.duplicate_of,
+                    v.grouped_rows,
+                )
             }
             None => {
                 let mut v = validate_file(&stored, Some(reading.format), &req.parse);

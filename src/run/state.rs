@@ -181,5 +181,6 @@ fn stored_validation(validation: &FileValidation, reading: &Reading) -> StoredVa
             .map(|((p, a), n)| (p.clone(), *a, *n))
             .collect(),
         duplicate_of: validation.duplicate_of.clone(),
+        grouped_rows: validation.grouped_rows,
     }
 }

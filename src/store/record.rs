@@ -222,6 +222,9 @@ pub struct StoredValidation {
     /// Rows that repeat an earlier row's change: (line, line of the first).
     #[serde(default)]
     pub duplicate_of: Vec<(u64, u64)>,
+    /// Valid rows in a `group` (absent in older manifests).
+    #[serde(default)]
+    pub grouped_rows: Option<u64>,
 }
 
 /// How a run reads its job file: the configured provider names and their kinds, the default
