@@ -239,20 +239,20 @@ impl ProviderSection {
             .unwrap_or_else(|| provider_of(self.kind).default_base_url().to_string());
         let base_url = check_base_url(&raw_url).map_err(err)?;
         let defaults = provider_of(self.kind).default_credentials();
-        let credentials = match (self.kind, defaults) {
-            (ProviderKind::Twilio, CredentialEnv::Basic { username, password }) => {
+        let credentials = match defaults {
+            CredentialEnv::Basic { username, password } => {
                 if self.token_env.is_some() {
-                    return Err(err(
-                        "twilio uses `account_sid_env` and `auth_token_env`, not `token_env`"
-                            .into(),
-                    ));
+                    return Err(err(format!(
+                        "{} uses `account_sid_env` and `auth_token_env`, not `token_env`",
+                        self.kind
+                    )));
                 }
                 CredentialEnv::Basic {
                     username: self.account_sid_env.unwrap_or(username),
                     password: self.auth_token_env.unwrap_or(password),
                 }
             }
-            (_, CredentialEnv::Token(default)) => {
+            CredentialEnv::Token(default) => {
                 if self.account_sid_env.is_some() || self.auth_token_env.is_some() {
                     return Err(err(format!(
                         "{} uses `token_env`, not `account_sid_env`/`auth_token_env`",
@@ -261,7 +261,6 @@ impl ProviderSection {
                 }
                 CredentialEnv::Token(self.token_env.unwrap_or(default))
             }
-            (_, basic) => basic,
         };
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return Err(err(

@@ -12,6 +12,7 @@ use crate::cli::{DemoArgs, GlobalArgs};
 use crate::config::{Providers, Tuning};
 use crate::exit_code::ExitCode;
 use crate::job::{IdStrictness, ParseOptions, ProviderKind};
+use crate::provider::registry::provider_of;
 use crate::run::{run_job, Credentials, RunRequest};
 use crate::sandbox::{LimitMode, SandboxConfig};
 
@@ -29,21 +30,13 @@ fn providers(base: &str, scale: f64) -> Providers {
             .get(kind.name())
             .expect("default providers")
             .clone();
-        config.tuning = match kind {
-            // The documented limits times `scale`, as the client would be configured for them.
-            ProviderKind::Emnify => Tuning {
-                rate: Some(1995.0 / 300.0 * scale),
-                ..Tuning::default()
-            },
-            ProviderKind::Twilio => Tuning {
-                max_in_flight: Some((100.0 * scale) as usize),
-                concurrency: Some(256),
-                ..Tuning::default()
-            },
-            ProviderKind::Telnyx => Tuning {
-                rate: Some(98.0 * scale),
-                ..Tuning::default()
-            },
+        // The documented limits times `scale`, as the client would be configured for them.
+        let limits = provider_of(kind).documented_limits();
+        config.tuning = Tuning {
+            rate: limits.rate.map(|(rate, _)| rate * scale),
+            max_in_flight: limits.max_in_flight.map(|n| (n as f64 * scale) as usize),
+            // An in-flight cap at `scale` times allows more workers than the default.
+            concurrency: limits.max_in_flight.map(|_| 256),
         };
         providers.insert(config);
     }

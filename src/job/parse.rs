@@ -107,6 +107,7 @@ impl<'a> RowCheck<'a> {
 
 /// The parameter columns and the actions each applies to.
 fn applies(col: Column, action: Action, kind: ProviderKind) -> bool {
+    let facts = provider_of(kind);
     use Action::*;
     match col {
         Column::ProfileIccid => matches!(action, ProfileEnable | ProfileFallback | ProfileDelete),
@@ -116,7 +117,7 @@ fn applies(col: Column, action: Action, kind: ProviderKind) -> bool {
         Column::ValidityPeriod => action.target_kind() == TargetKind::Euicc,
         Column::Target => action == Move,
         Column::RegistrationCode => action == Register,
-        Column::ReportLost => action == Delete && kind == ProviderKind::Telnyx,
+        Column::ReportLost => action == Delete && facts.delete_reports_lost(),
         _ => true,
     }
 }
@@ -277,7 +278,7 @@ fn check_parameters(check: &mut RowCheck<'_>, action: Action, kind: ProviderKind
         if check.get(col).is_some() && !applies(col, action, kind) {
             let users: Vec<&str> = Action::ALL
                 .into_iter()
-                .filter(|a| applies(col, *a, ProviderKind::Telnyx) || applies(col, *a, kind))
+                .filter(|a| ProviderKind::ALL.into_iter().any(|k| applies(col, *a, k)))
                 .map(Action::name)
                 .collect();
             check.error(format!(
@@ -369,20 +370,9 @@ fn build_operation(
         }
         Action::Register => {
             let code = check.required(Column::RegistrationCode, action)?;
-            let ok = match kind {
-                ProviderKind::Twilio => {
-                    code.len() == 10 && code.bytes().all(|b| b.is_ascii_alphanumeric())
-                }
-                _ => code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            };
-            if !ok {
+            if let Some(problem) = provider_of(kind).registration_code_problem(code) {
                 check.error(format!(
-                    "registration_code `{code}` is malformed ({})",
-                    if kind == ProviderKind::Twilio {
-                        "Twilio codes are 10 letters or digits"
-                    } else {
-                        "letters, digits and dashes only"
-                    }
+                    "registration_code `{code}` is malformed ({problem})"
                 ));
                 return None;
             }

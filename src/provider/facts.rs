@@ -35,6 +35,17 @@ pub trait Provider: Send + Sync {
     /// Why `target` is not a `move` target in this provider's form, if it is not.
     fn move_target_problem(&self, target: &str) -> Option<&'static str>;
 
+    /// Why `code` is not a `register` code in this provider's form, if it is not.
+    fn registration_code_problem(&self, code: &str) -> Option<&'static str> {
+        (!code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .then_some("letters, digits and dashes only")
+    }
+
+    /// Whether a `delete` here can say the SIM was lost or stolen (the `report_lost` column).
+    fn delete_reports_lost(&self) -> bool {
+        false
+    }
+
     /// The status wording an action aims at (`Activated`, `inactive`, `standby`…).
     fn target_status(&self, op: &Operation) -> Option<&'static str>;
 

@@ -405,6 +405,11 @@ impl Provider for TelnyxProvider {
         }
     }
 
+    /// Telnyx's delete takes `report_lost` (a lost or stolen SIM is reported as such).
+    fn delete_reports_lost(&self) -> bool {
+        true
+    }
+
     fn supports(&self, action: Action) -> bool {
         matches!(
             action,

@@ -284,6 +284,12 @@ impl Provider for TwilioProvider {
             .then_some("a Fleet SID is HF followed by 32 hex digits")
     }
 
+    /// Twilio's registration codes are 10 letters or digits.
+    fn registration_code_problem(&self, code: &str) -> Option<&'static str> {
+        (!(code.len() == 10 && code.bytes().all(|b| b.is_ascii_alphanumeric())))
+            .then_some("Twilio codes are 10 letters or digits")
+    }
+
     fn target_status(&self, op: &Operation) -> Option<&'static str> {
         match op {
             Operation::Activate => Some("active"),
