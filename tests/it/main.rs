@@ -26,5 +26,6 @@ mod secrets;
 mod soak;
 mod store_damage;
 mod support;
+mod terminal;
 mod torture;
 mod validate;
