@@ -1,12 +1,12 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit code.
 
-pub mod demo;
-pub mod export;
-pub mod plan;
-pub mod run;
-pub mod runs;
-pub mod sandbox;
-pub mod validate;
+pub(crate) mod demo;
+pub(crate) mod export;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod runs;
+pub(crate) mod sandbox;
+pub(crate) mod validate;
 
 use crate::cli::{Cli, Command};
 use crate::exit_code::ExitCode;

@@ -27,6 +27,7 @@ pub struct JobCopy {
 
 impl JobCopy {
     /// Where the copy is until it is persisted.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         self.file.path()
     }

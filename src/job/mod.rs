@@ -1,13 +1,13 @@
 //! Job files: the typed model, identifier checks, streaming CSV/JSONL readers, validation and
 //! writing rows back out. No logic lives here; see the submodules.
 
-pub mod columns;
-pub mod csv_rows;
+pub(crate) mod columns;
+pub(crate) mod csv_rows;
 pub mod diagnostic;
-pub mod duplicates;
+pub(crate) mod duplicates;
 pub mod ids;
-pub mod intake;
-pub mod jsonl_rows;
+pub(crate) mod intake;
+pub(crate) mod jsonl_rows;
 pub mod model;
 pub mod parse;
 pub mod reader;

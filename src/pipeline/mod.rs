@@ -4,14 +4,14 @@
 //! sending is allowed (`schedule`), what controls a run while it goes (`control`: the stop
 //! signal, the failure limit, live counts) and the engine that ties them together (`engine`).
 
-pub mod confirm;
-pub mod control;
-pub mod engine;
-pub mod execute;
-pub mod feed;
+pub(crate) mod confirm;
+pub(crate) mod control;
+pub(crate) mod engine;
+pub(crate) mod execute;
+pub(crate) mod feed;
 pub mod lane;
-pub mod preflight;
-pub mod retry;
-pub mod schedule;
-pub mod snapshot;
-pub mod writer;
+pub(crate) mod preflight;
+pub(crate) mod retry;
+pub(crate) mod schedule;
+pub(crate) mod snapshot;
+pub(crate) mod writer;

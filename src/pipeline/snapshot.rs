@@ -142,12 +142,9 @@ impl Snapshot {
     }
 
     /// SIMs listed so far.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.entries
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 
     fn slot(&self, i: u64) -> io::Result<(u64, u64)> {

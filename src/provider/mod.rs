@@ -7,18 +7,18 @@
 //! keeps credentials out of provider text; `coalesce` batches single calls.
 
 pub mod account;
-pub mod coalesce;
+pub(crate) mod coalesce;
 pub mod emnify;
 pub mod error;
 pub mod facts;
 pub mod http;
 pub mod limiter;
-pub mod redact;
+pub(crate) mod redact;
 pub mod registry;
 pub mod state;
 pub mod telnyx;
 pub mod twilio;
-pub mod window;
+pub(crate) mod window;
 
 pub use account::{Account, Cursor, Page};
 pub use error::{ErrorClass, ProviderError};

@@ -4,21 +4,9 @@
 //! revertible, with the reason.
 
 use crate::job::ids::Iccid;
-use crate::job::{Action, JobRow, Operation};
+use crate::job::{JobRow, Operation};
 use crate::provider::registry::provider_of;
 use crate::store::{Outcome, RowRecord};
-
-/// Actions whose effect cannot be undone by another job row.
-pub fn is_irreversible_action(action: Action) -> bool {
-    matches!(
-        action,
-        Action::Delete
-            | Action::ProfileDelete
-            | Action::Register
-            | Action::EuiccAudit
-            | Action::ProfileDownload
-    )
-}
 
 /// What reverting one row means.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,16 +3,16 @@
 //! [`run_job`]; `plan` and `export` build their lanes through [`lanes::build_lane`]. The steps,
 //! in order, are in `steps`; each has its module.
 
-pub mod accounts;
-pub mod confirm;
-pub mod dispatch;
-pub mod finish;
-pub mod identity;
+pub(crate) mod accounts;
+pub(crate) mod confirm;
+pub(crate) mod dispatch;
+pub(crate) mod finish;
+pub(crate) mod identity;
 pub mod lanes;
-pub mod prepare;
-pub mod reading;
+pub(crate) mod prepare;
+pub(crate) mod reading;
 pub mod request;
-pub mod state;
+pub(crate) mod state;
 pub mod steps;
 
 pub use lanes::{build_lane, LaneSettings};

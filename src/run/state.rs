@@ -22,7 +22,8 @@ use crate::store::{
 
 /// A run whose state is open.
 pub struct Opened {
-    /// Kept open for the whole run (sled allows one open per process).
+    /// Kept open for the whole run (sled allows one open per process): held, not read.
+    #[expect(dead_code, reason = "held for its lifetime, not read")]
     pub store: SledStore,
     pub run_id: String,
     /// The full SHA-256 of the job's bytes.

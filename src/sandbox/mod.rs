@@ -9,18 +9,18 @@
 //! path is cold, so clippy's advice to box the large `Err` would only add noise here.
 #![allow(clippy::result_large_err)]
 
-pub mod emnify;
-pub mod gate;
-pub mod inspect;
+pub(crate) mod emnify;
+pub(crate) mod gate;
+pub(crate) mod inspect;
 pub mod inventory;
-pub mod journal;
-pub mod limits;
-pub mod paging;
-pub mod server;
-pub mod settings;
-pub mod shared;
+pub(crate) mod journal;
+pub(crate) mod limits;
+pub(crate) mod paging;
+pub(crate) mod server;
+pub(crate) mod settings;
+pub(crate) mod shared;
 pub mod telnyx;
-pub mod twilio;
+pub(crate) mod twilio;
 
 pub use server::{bind, start, RunningSandbox};
 pub use settings::{Faults, Latency, LimitMode, SandboxConfig};

@@ -2,9 +2,9 @@
 //! an in-memory store and the real one can be swapped. The real store is sled (see `sled_store`).
 
 pub mod checkpoint;
-pub mod codec;
+pub(crate) mod codec;
 pub mod error;
-pub mod ledger;
+pub(crate) mod ledger;
 pub mod record;
 pub mod sled_store;
 
