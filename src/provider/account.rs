@@ -26,6 +26,20 @@ pub enum Cursor {
     Path(String),
 }
 
+impl Cursor {
+    /// The page number a walk over numbered pages is at; `provider` names who pages so, for
+    /// the error a link cursor gets.
+    pub fn number(&self, provider: &str) -> Result<u64, ProviderError> {
+        match self {
+            Cursor::First => Ok(1),
+            Cursor::Number(n) => Ok(*n),
+            Cursor::Path(_) => Err(ProviderError::permanent(format!(
+                "{provider} pages by number, not by link"
+            ))),
+        }
+    }
+}
+
 /// One page of the SIM inventory.
 pub struct Page {
     /// (ICCID, state) of each SIM listed.
@@ -33,6 +47,17 @@ pub struct Page {
     pub next: Option<Cursor>,
     /// How many pages there are, where the provider says (numbered pages).
     pub pages: Option<u64>,
+}
+
+impl Page {
+    /// Page `number` of `pages` numbered pages.
+    pub fn numbered(sims: Vec<(String, SimState)>, number: u64, pages: u64) -> Page {
+        Page {
+            sims,
+            next: (number < pages).then_some(Cursor::Number(number + 1)),
+            pages: Some(pages),
+        }
+    }
 }
 
 pub trait Account: Send + Sync {

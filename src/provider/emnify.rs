@@ -769,21 +769,9 @@ impl Account for Emnify {
 
     fn sim_page<'a>(&'a self, cursor: &'a Cursor, _group: Option<&'a str>) -> Call<'a, Page> {
         Box::pin(async move {
-            let number = match cursor {
-                Cursor::First => 1,
-                Cursor::Number(n) => *n,
-                Cursor::Path(_) => {
-                    return Err(ProviderError::permanent(
-                        "emnify pages by number, not by link",
-                    ))
-                }
-            };
+            let number = cursor.number("emnify")?;
             let (sims, pages) = self.sim_page(number).await?;
-            Ok(Page {
-                sims,
-                next: (number < pages).then_some(Cursor::Number(number + 1)),
-                pages: Some(pages),
-            })
+            Ok(Page::numbered(sims, number, pages))
         })
     }
 

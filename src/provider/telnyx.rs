@@ -468,21 +468,9 @@ impl Account for Telnyx {
 
     fn sim_page<'a>(&'a self, cursor: &'a Cursor, _group: Option<&'a str>) -> Call<'a, Page> {
         Box::pin(async move {
-            let number = match cursor {
-                Cursor::First => 1,
-                Cursor::Number(n) => *n,
-                Cursor::Path(_) => {
-                    return Err(ProviderError::permanent(
-                        "Telnyx pages by number, not by link",
-                    ))
-                }
-            };
+            let number = cursor.number("Telnyx")?;
             let (sims, pages) = self.sim_page(number).await?;
-            Ok(Page {
-                sims,
-                next: (number < pages).then_some(Cursor::Number(number + 1)),
-                pages: Some(pages),
-            })
+            Ok(Page::numbered(sims, number, pages))
         })
     }
 
