@@ -148,6 +148,9 @@ pub struct SandboxArgs {
     /// How long asynchronous changes take to settle (at most a day)
     #[arg(long, default_value = "200ms", value_parser = parse_day_at_most)]
     pub async_delay: std::time::Duration,
+    /// Answer 429 without `Retry-After` or rate-window headers (as Twilio and emnify may)
+    #[arg(long)]
+    pub no_retry_after: bool,
     /// How long a hanging request hangs before its connection is dropped (at most a day)
     #[arg(long, default_value = "120s", value_parser = parse_day_at_most)]
     pub hang: std::time::Duration,

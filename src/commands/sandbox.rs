@@ -19,6 +19,7 @@ impl SandboxArgs {
                 reset_rate: self.reset_rate,
                 fail_async: self.fail_async,
                 hang: self.hang,
+                no_retry_after: self.no_retry_after,
             },
             async_delay: self.async_delay,
             require_token: self.require_token.clone(),

@@ -123,18 +123,17 @@ impl Attempt<'_> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
-        let mut tries = 0;
+        let mut failures = 0;
         loop {
-            tries += 1;
-            match call().await {
+            let e = match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && tries < self.ctx.policy.max_attempts => {
-                    let delay = self.ctx.policy.delay(tries, fastrand::f64(), e.retry_after);
-                    if !self.pause(delay).await {
-                        return Err(ProviderError::stopped());
-                    }
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let Some(delay) = self.ctx.policy.again(&mut failures, &e) else {
+                return Err(e);
+            };
+            if !self.pause(delay).await {
+                return Err(ProviderError::stopped());
             }
         }
     }
@@ -343,9 +342,8 @@ impl Attempt<'_> {
     ) -> Result<Sent, RowEnd> {
         let (lane, policy) = (self.ctx.lane, self.ctx.policy);
         let seen = lane.provider().operations_seen(observed);
-        let mut tries = 0;
+        let mut failures = 0;
         loop {
-            tries += 1;
             self.record.attempts += 1;
             let e = match lane.send(row, observed, after).await {
                 Ok(sent) => return Ok(sent),
@@ -355,13 +353,12 @@ impl Attempt<'_> {
                 // Not sent: the marker stays, and the next run reconciles whatever went before.
                 return Err(RowEnd::Stopped);
             }
-            let again = e.is_retryable() && tries < policy.max_attempts;
-            let delay = policy.delay(tries, fastrand::f64(), e.retry_after);
+            let again = policy.again(&mut failures, &e);
             if !e.maybe_applied {
                 // A clear answer that nothing was done (a refusal, a 429, a refused connection).
-                if !again {
+                let Some(delay) = again else {
                     return Err(self.fail(e));
-                }
+                };
                 if !self.pause(delay).await {
                     return Err(RowEnd::Stopped);
                 }
@@ -369,11 +366,13 @@ impl Attempt<'_> {
             }
             // It may have landed: look before anything is sent again.
             self.change_out = true;
-            if again && !self.pause(delay).await {
-                return Err(RowEnd::Stopped);
+            if let Some(delay) = again {
+                if !self.pause(delay).await {
+                    return Err(RowEnd::Stopped);
+                }
             }
             *observed = self.read_back(row, &e, seen, after, move_target).await?;
-            if !again {
+            if again.is_none() {
                 self.record.http_status = e.http_status;
                 self.record.provider_code = e.code.clone();
                 return Err(self.finish(

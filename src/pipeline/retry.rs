@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::provider::{ErrorClass, ProviderError};
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included (`--max-attempts`, default 5).
@@ -32,6 +34,23 @@ impl RetryPolicy {
         let jittered = ceiling.mul_f64(random.clamp(0.0, 1.0));
         jittered.max(retry_after.unwrap_or_default())
     }
+
+    /// After `e`: how long to wait before trying again, or `None` when the row (or listing)
+    /// has used its attempts. `failures` counts the failures that spend an attempt. A 429
+    /// spends none: the provider says "not now", not "no", and the lane's rate gate already
+    /// holds every request back (by the provider's `Retry-After`, or its own backoff when
+    /// there is none), so a row waits with its lane instead of failing for being early.
+    pub fn again(&self, failures: &mut u32, e: &ProviderError) -> Option<Duration> {
+        if e.class == ErrorClass::RateLimited {
+            return Some(e.retry_after.unwrap_or_default());
+        }
+        if !e.is_retryable() {
+            return None;
+        }
+        *failures += 1;
+        (*failures < self.max_attempts)
+            .then(|| self.delay(*failures, fastrand::f64(), e.retry_after))
+    }
 }
 
 /// Calls `call` until it succeeds, fails for good, or `policy.max_attempts` are used up,
@@ -44,14 +63,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::provider::ProviderError>>,
 {
-    let mut attempt = 1;
+    let mut failures = 0;
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
-                tokio::time::sleep(policy.delay(attempt, fastrand::f64(), e.retry_after)).await;
-                attempt += 1;
-            }
-            other => return other,
+            Err(e) => match policy.again(&mut failures, &e) {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(e),
+            },
+            ok => return ok,
         }
     }
 }
@@ -71,5 +90,27 @@ mod tests {
             p.delay(1, 0.5, Some(Duration::from_secs(3))),
             Duration::from_secs(3)
         );
+    }
+
+    #[test]
+    fn a_429_never_spends_an_attempt() {
+        let p = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let limited = crate::provider::error::from_status(429, None, String::new(), None);
+        let mut failures = 0;
+        for _ in 0..100 {
+            assert_eq!(p.again(&mut failures, &limited), Some(Duration::ZERO));
+        }
+        let transient = crate::provider::error::from_status(503, None, String::new(), None);
+        assert!(p.again(&mut failures, &transient).is_some());
+        assert_eq!(
+            p.again(&mut failures, &transient),
+            None,
+            "two attempts in all"
+        );
+        let refused = crate::provider::error::from_status(404, None, String::new(), None);
+        assert_eq!(p.again(&mut 0, &refused), None);
     }
 }

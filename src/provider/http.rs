@@ -153,6 +153,7 @@ impl Http {
         let headers = std::mem::take(response.headers_mut());
         if status != StatusCode::TOO_MANY_REQUESTS {
             self.gate.observe(&ticket, &headers);
+            self.gate.eased();
         }
         if status.is_redirection() {
             return Err(redirected(status, &headers));
@@ -160,8 +161,10 @@ impl Http {
         let cap = if read { MAX_READ_BODY } else { MAX_CHANGE_BODY };
         let body = read_capped(&mut response, cap, !read).await?;
         if status == StatusCode::TOO_MANY_REQUESTS {
-            self.gate
-                .slow_down(retry_after(&headers).unwrap_or(Duration::from_secs(1)));
+            match retry_after(&headers) {
+                Some(after) => self.gate.slow_down(after),
+                None => self.gate.back_off(),
+            }
         }
         Ok(if status.is_success() {
             Ok(Answer {

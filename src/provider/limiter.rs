@@ -23,6 +23,10 @@ tokio::task_local! {
     pub static GATE_WAIT: std::cell::Cell<Duration>;
 }
 
+/// The lane's first pause after a 429 without `Retry-After`, and the longest.
+const BACK_OFF_FIRST: Duration = Duration::from_secs(1);
+const BACK_OFF_CAP: Duration = Duration::from_secs(60);
+
 /// A lane's limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LaneLimits {
@@ -92,6 +96,9 @@ pub struct RateGate {
     /// Paces the lane by the limit the provider states, until its windows are followed.
     stated: std::sync::OnceLock<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
+    /// 429s without a `Retry-After` since the last answer that was not a 429, counted once
+    /// per pause (the lane's own backoff: see [`RateGate::back_off`]).
+    unexplained: AtomicU64,
     slowdowns: AtomicU64,
     /// Set once by [`RateGate::close`].
     closed: crate::latch::Latch,
@@ -111,6 +118,7 @@ impl RateGate {
                 .map(|(len, cap)| Mutex::new(WindowFollower::new(len, cap))),
             stated: std::sync::OnceLock::new(),
             paused_until: Mutex::new(None),
+            unexplained: AtomicU64::new(0),
             slowdowns: AtomicU64::new(0),
             closed: crate::latch::Latch::default(),
         }
@@ -262,6 +270,32 @@ impl RateGate {
         }
     }
 
+    /// After a 429 that says nothing of when to come back (neither Twilio nor emnify documents
+    /// a `Retry-After`: provider-apis.md 1.7, 2.4; Twilio advises exponential backoff): the
+    /// lane pauses 1 s, doubling with each further 429 that follows a pause without an answer
+    /// in between that was not a 429, up to 60 s, with jitter (half to all of it). The 429s of
+    /// requests that were already out when the pause began do not count again.
+    pub fn back_off(&self) {
+        let paused = self
+            .paused_until
+            .lock()
+            .expect("pause lock")
+            .is_some_and(|p| p > Instant::now());
+        let streak = match paused {
+            true => self.unexplained.load(Ordering::Relaxed).saturating_sub(1),
+            false => self.unexplained.fetch_add(1, Ordering::Relaxed),
+        };
+        let ceiling = BACK_OFF_FIRST
+            .saturating_mul(1u32 << streak.min(16))
+            .min(BACK_OFF_CAP);
+        self.slow_down(ceiling.mul_f64(0.5 + fastrand::f64() / 2.0));
+    }
+
+    /// An answer that was not a 429: the lane's own backoff starts again from its first step.
+    pub fn eased(&self) {
+        self.unexplained.store(0, Ordering::Relaxed);
+    }
+
     pub fn slowdowns(&self) -> u64 {
         self.slowdowns.load(Ordering::Relaxed)
     }
@@ -380,6 +414,41 @@ mod tests {
             gate.acquire().await.is_none(),
             "nothing passes a closed gate"
         );
+    }
+
+    #[test]
+    fn without_retry_after_the_lane_backs_off_by_pauses_not_by_answers() {
+        let gate = RateGate::new(LaneLimits {
+            rate: None,
+            max_in_flight: None,
+            window: None,
+        });
+        let pause = |gate: &RateGate| {
+            let until = gate.paused_until.lock().unwrap().expect("paused");
+            until.saturating_duration_since(Instant::now())
+        };
+        gate.back_off();
+        let first = pause(&gate);
+        assert!(first > Duration::from_millis(400) && first <= BACK_OFF_FIRST);
+        // Twenty more 429s of requests that were out when the pause began: the same step.
+        for _ in 0..20 {
+            gate.back_off();
+        }
+        assert!(pause(&gate) <= BACK_OFF_FIRST);
+        // A 429 after a pause has run out doubles it; any other answer starts again.
+        *gate.paused_until.lock().unwrap() = None;
+        gate.back_off();
+        assert!(pause(&gate) > BACK_OFF_FIRST - Duration::from_millis(100));
+        *gate.paused_until.lock().unwrap() = None;
+        gate.eased();
+        gate.back_off();
+        assert!(pause(&gate) <= BACK_OFF_FIRST);
+        for _ in 0..30 {
+            *gate.paused_until.lock().unwrap() = None;
+            gate.back_off();
+        }
+        assert!(pause(&gate) <= BACK_OFF_CAP);
+        assert!(pause(&gate) >= BACK_OFF_CAP / 2 - Duration::from_millis(100));
     }
 
     #[tokio::test]

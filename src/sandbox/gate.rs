@@ -46,8 +46,11 @@ pub fn wrap(
         })
 }
 
-fn too_many(stand_in: &dyn StandIn, refusal: &Refusal) -> HttpResponse {
+fn too_many(stand_in: &dyn StandIn, refusal: &Refusal, silent: bool) -> HttpResponse {
     let mut response = stand_in.too_many_requests();
+    if silent {
+        return response;
+    }
     let seconds = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
     response
         .headers_mut()
@@ -117,7 +120,9 @@ async fn guarded(
                 window = admitted.window;
                 _release = Release(admitted.in_flight);
             }
-            Err(refusal) => return too_many(stand_in, &refusal),
+            Err(refusal) => {
+                return too_many(stand_in, &refusal, shared.config.faults.no_retry_after)
+            }
         }
     }
 

@@ -104,6 +104,9 @@ pub struct Faults {
     pub fail_async: f64,
     /// How long a "hang" lasts.
     pub hang: Duration,
+    /// Answer 429 without `Retry-After` or rate-window headers (neither Twilio nor emnify
+    /// documents a `Retry-After`; provider-apis.md 1.7 and 2.4).
+    pub no_retry_after: bool,
 }
 
 impl Default for Faults {
@@ -115,6 +118,7 @@ impl Default for Faults {
             reset_rate: 0.0,
             fail_async: 0.0,
             hang: Duration::from_secs(120),
+            no_retry_after: false,
         }
     }
 }

@@ -28,4 +28,5 @@ mod store_damage;
 mod support;
 mod terminal;
 mod torture;
+mod truth;
 mod validate;
