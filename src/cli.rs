@@ -160,6 +160,10 @@ pub struct SandboxArgs {
     /// Lifetime of emnify auth tokens (at most a day)
     #[arg(long, default_value = "240m", value_parser = parse_day_at_most)]
     pub token_ttl: std::time::Duration,
+    /// Telnyx SIMs 91-94 of every hundred in statuses Telnyx sets itself (data_limit_exceeded,
+    /// unauthorized_imei, blocked, abolished)
+    #[arg(long)]
+    pub system_statuses: bool,
     /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,

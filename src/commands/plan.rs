@@ -6,7 +6,7 @@
 //! Rows of a `group` are each judged against today's state, not the state earlier steps would
 //! leave behind. The rows are held in memory while they are planned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::stream::StreamExt;
@@ -17,7 +17,7 @@ use crate::exit_code::ExitCode;
 use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
 use crate::pipeline::lane::Lane;
 use crate::pipeline::preflight::decide;
-use crate::provider::{Decision, ErrorClass};
+use crate::provider::{provider_of, Decision, ErrorClass};
 use crate::run::{build_lane, print_validation_errors, Credentials, LaneSettings};
 
 /// One row's plan.
@@ -153,7 +153,11 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
 /// Per provider and action, how many rows would change, be skipped, fail; then the reasons.
 fn print_plan(job: &std::path::Path, planned: &[Planned]) {
     let mut table: BTreeMap<(String, Action), BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let mut notes: BTreeSet<(String, &'static str)> = BTreeSet::new();
     for p in planned {
+        if let Some(note) = provider_of(p.row.kind).action_note(p.row.action()) {
+            notes.insert((p.row.provider.clone(), note));
+        }
         *table
             .entry((p.row.provider.clone(), p.row.action()))
             .or_default()
@@ -186,6 +190,9 @@ fn print_plan(job: &std::path::Path, planned: &[Planned]) {
     }
     for (reason, n) in reasons {
         println!("  {n:>8} × {reason}");
+    }
+    for (provider, note) in &notes {
+        println!("  note: {provider}: {note}");
     }
 }
 

@@ -25,6 +25,7 @@ impl SandboxArgs {
             require_token: self.require_token.clone(),
             token_ttl: self.token_ttl,
             seed: self.seed,
+            system_statuses: self.system_statuses,
         }
     }
 }

@@ -41,6 +41,12 @@ pub trait Provider: Send + Sync {
             .then_some("letters, digits and dashes only")
     }
 
+    /// What an operator should know before `action` runs here, said by `plan` and the run's
+    /// banner (e.g. that it starts billing).
+    fn action_note(&self, _action: Action) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a `delete` here can say the SIM was lost or stolen (the `report_lost` column).
     fn delete_reports_lost(&self) -> bool {
         false

@@ -2,7 +2,8 @@
 //!
 //! [`TelnyxProvider`] holds the facts: SIM statuses `enabled`, `disabled`, `standby` (and the
 //! transitional `enabling`, `disabling`, `setting_standby`, `registering`); enabling and standby
-//! need a SIM card group; nothing changes while `data_limit_exceeded`; SIM card group UUIDs as
+//! need a SIM card group; nothing changes in the statuses Telnyx sets itself
+//! (`data_limit_exceeded`, `unauthorized_imei`, `blocked`, `abolished`); SIM card group UUIDs as
 //! `move` targets; a limit per one-second window, told back in `x-ratelimit-*`.
 //!
 //! [`Telnyx`] is an account's client: Bearer auth, `{data}` envelopes, bracketed query keys.
@@ -405,6 +406,13 @@ impl Provider for TelnyxProvider {
         }
     }
 
+    /// Registration sets the status the request names, `enabled` by default (SIMCardRegistration
+    /// `status`, default `enabled`, telnyx-wireless.json); simbatch sends none.
+    fn action_note(&self, action: Action) -> Option<&'static str> {
+        (action == Action::Register)
+            .then_some("registering at Telnyx enables the SIMs at once (status `enabled`): they are billed from then on")
+    }
+
     /// Telnyx's delete takes `report_lost` (a lost or stolen SIM is reported as such).
     fn delete_reports_lost(&self) -> bool {
         true
@@ -435,10 +443,20 @@ impl Provider for TelnyxProvider {
         }
     }
 
+    /// The statuses Telnyx sets itself, in which "the SIM cannot transition" (Telnyx's SIM
+    /// lifecycle page, developers.telnyx.com/docs/iot-sim/sim-lifecycle, "System-Imposed").
     fn refuses_any_change(&self, sim: &SimState) -> Option<String> {
-        (sim.status == "data_limit_exceeded").then(|| {
-            "Telnyx refuses changes while the SIM is `data_limit_exceeded`; raise its data limit first".to_string()
-        })
+        let way_out = match sim.status.as_str() {
+            "data_limit_exceeded" => "raise its data limit first",
+            "unauthorized_imei" => "add the device's IMEI to its authorized_imeis first",
+            "blocked" => "Telnyx blocked it; only Telnyx support can lift that",
+            "abolished" => "it is permanently out of service",
+            _ => return None,
+        };
+        Some(format!(
+            "Telnyx refuses changes while the SIM is `{}`; {way_out}",
+            sim.status
+        ))
     }
 
     fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String> {

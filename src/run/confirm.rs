@@ -48,6 +48,10 @@ pub fn announce_and_ask(
                 c.base_url,
                 actions.join(", ")
             );
+            let actions = validation.counts.keys().filter(|(p, _)| *p == lane.name);
+            for note in actions.filter_map(|(_, a)| lane.provider().action_note(*a)) {
+                eprintln!("    note: {note}");
+            }
         }
     }
     let asks = req.handle_ctrl_c

@@ -72,6 +72,21 @@ pub fn starts_suspended(i: u64) -> bool {
     i % 10 == 0
 }
 
+/// The status Telnyx itself has put SIM `i` in, when the sandbox shows such SIMs
+/// (`--system-statuses`): of every hundred registered SIMs, number 91 has exceeded its data
+/// limit, 92 sits in a device not on its authorised IMEI list, 93 is blocked and 94 abolished.
+/// Telnyx's SIM lifecycle page (developers.telnyx.com/docs/iot-sim/sim-lifecycle, "System
+/// imposed"): set by Telnyx, not by API calls; the SIM cannot transition while in them.
+pub fn telnyx_system_status(i: u64) -> Option<&'static str> {
+    match i % 100 {
+        91 => Some("data_limit_exceeded"),
+        92 => Some("unauthorized_imei"),
+        93 => Some("blocked"),
+        94 => Some("abolished"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,11 +30,12 @@ impl std::fmt::Display for ConnectionDropped {
 impl std::error::Error for ConnectionDropped {}
 
 /// The stand-ins this sandbox serves, each under `/<name>`.
-fn stand_ins(sims: u32) -> Vec<Arc<dyn StandIn>> {
+fn stand_ins(config: &SandboxConfig) -> Vec<Arc<dyn StandIn>> {
+    let sims = config.sims;
     vec![
         Arc::new(emnify::Emnify::new(sims)),
         Arc::new(twilio::Twilio::new(sims)),
-        Arc::new(telnyx::Telnyx::new(sims)),
+        Arc::new(telnyx::Telnyx::new(sims, config.system_statuses)),
     ]
 }
 
@@ -76,7 +77,7 @@ impl RunningSandbox {
 /// Serves the sandbox on `listener` until the returned handle is shut down or dropped.
 pub fn start(listener: TcpListener, config: SandboxConfig) -> std::io::Result<RunningSandbox> {
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(config.clone(), stand_ins(config.sims)));
+    let shared = Arc::new(Shared::new(config.clone(), stand_ins(&config)));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app(shared.clone()), stopped));
     Ok(RunningSandbox {

@@ -154,6 +154,8 @@ pub struct SandboxConfig {
     pub token_ttl: Duration,
     /// Seed of the fault dice, so that a faulty run can be repeated.
     pub seed: u64,
+    /// Telnyx SIMs in the statuses Telnyx sets itself (see `inventory::telnyx_system_status`).
+    pub system_statuses: bool,
 }
 
 impl Default for SandboxConfig {
@@ -166,6 +168,7 @@ impl Default for SandboxConfig {
             require_token: None,
             token_ttl: Duration::from_secs(240 * 60),
             seed: 0x5EED,
+            system_statuses: false,
         }
     }
 }

@@ -116,6 +116,9 @@ enum Status {
     Disabling,
     Disabled,
     DataLimitExceeded,
+    UnauthorizedImei,
+    Blocked,
+    Abolished,
     SettingStandby,
     Standby,
 }
@@ -129,6 +132,9 @@ impl Status {
             Status::Disabling => "disabling",
             Status::Disabled => "disabled",
             Status::DataLimitExceeded => "data_limit_exceeded",
+            Status::UnauthorizedImei => "unauthorized_imei",
+            Status::Blocked => "blocked",
+            Status::Abolished => "abolished",
             Status::SettingStandby => "setting_standby",
             Status::Standby => "standby",
         }
@@ -142,6 +148,11 @@ impl Status {
             Status::Disabled => "The SIM card is disabled and cannot connect to networks.",
             Status::Standby => "The SIM card is in standby; its IP address is kept.",
             Status::DataLimitExceeded => "The SIM card has exceeded its data limit.",
+            Status::UnauthorizedImei => {
+                "The SIM card is in a device that is not on its list of authorized IMEIs."
+            }
+            Status::Blocked => "The SIM card has been blocked by Telnyx.",
+            Status::Abolished => "The SIM card has been abolished.",
             _ => "The SIM card is changing status.",
         }
     }
@@ -202,15 +213,22 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    pub fn new(n: u32) -> Self {
+    pub fn new(n: u32, system_statuses: bool) -> Self {
         let n = u64::from(n);
+        let system = |i: u64| match inventory::telnyx_system_status(i) {
+            Some("data_limit_exceeded") => Some(Status::DataLimitExceeded),
+            Some("unauthorized_imei") => Some(Status::UnauthorizedImei),
+            Some("blocked") => Some(Status::Blocked),
+            Some(_) => Some(Status::Abolished),
+            None => None,
+        };
         let sims = (1..=2 * n)
             .map(|i| Sim {
                 registered: i <= n,
-                status: if inventory::starts_suspended(i) {
-                    Status::Disabled
-                } else {
-                    Status::Enabled
+                status: match system(i).filter(|_| system_statuses && i <= n) {
+                    Some(status) => status,
+                    None if inventory::starts_suspended(i) => Status::Disabled,
+                    None => Status::Enabled,
                 },
                 group: (i <= n).then_some(0),
                 tags: Vec::new(),
@@ -614,6 +632,18 @@ async fn sim_action(shared: Arc<Shared>, id: String, kind: Kind) -> Response {
             "The SIM card exceeded its data limit; raise the limit before changing its status",
         );
     }
+    if matches!(
+        sim.status,
+        Status::UnauthorizedImei | Status::Blocked | Status::Abolished
+    ) {
+        let status = sim.status.name();
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "10015",
+            "SIM card status does not allow this action",
+            format!("The SIM card is {status}, a status set by Telnyx; it cannot change status"),
+        );
+    }
     if matches!(kind, Kind::Enable | Kind::SetStandby) && sim.group.is_none() {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -838,12 +868,14 @@ fn router() -> Router<Arc<Shared>> {
 /// The Telnyx stand-in: its inventory.
 pub struct Telnyx {
     inventory: Mutex<Inventory>,
+    system_statuses: bool,
 }
 
 impl Telnyx {
-    pub fn new(sims: u32) -> Telnyx {
+    pub fn new(sims: u32, system_statuses: bool) -> Telnyx {
         Telnyx {
-            inventory: Mutex::new(Inventory::new(sims)),
+            inventory: Mutex::new(Inventory::new(sims, system_statuses)),
+            system_statuses,
         }
     }
 }
@@ -908,7 +940,7 @@ impl StandIn for Telnyx {
     }
 
     fn reset(&self, sims: u32) {
-        *self.inventory.lock().expect("telnyx lock") = Inventory::new(sims);
+        *self.inventory.lock().expect("telnyx lock") = Inventory::new(sims, self.system_statuses);
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -922,7 +954,7 @@ mod tests {
 
     #[test]
     fn registration_codes_find_their_sim() {
-        let inv = Inventory::new(100);
+        let inv = Inventory::new(100, false);
         for n in [101u64, 150, 200] {
             let code = inventory::registration_code(&inventory::iccid(TELNYX_PREFIX, n));
             assert_eq!(sim_for_code(&inv, &code), Some(n as usize - 1));

@@ -2,7 +2,7 @@
 //! reading never produced. Each test runs the real binary against the sandbox switched into
 //! the documented behaviour.
 
-use simbatch::sandbox::inventory::{iccid, TWILIO_PREFIX};
+use simbatch::sandbox::inventory::{iccid, TELNYX_PREFIX, TWILIO_PREFIX};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::run_support::{show, RunEnv};
@@ -58,4 +58,77 @@ async fn a_flood_of_429s_fails_no_row_with_or_without_retry_after() {
         assert!(succeeded >= 20, "{context}");
         assert_eq!(env.sb.journal().await.len(), succeeded, "{context}");
     }
+}
+
+/// A Telnyx SIM in a status Telnyx sets itself (`data_limit_exceeded`, `unauthorized_imei`,
+/// `blocked`, `abolished`: "the SIM cannot transition while in these states", Telnyx's SIM
+/// lifecycle page) fails in pre-flight with the status as the reason; no request is sent for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_sims_in_system_statuses_fail_in_pre_flight() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        system_statuses: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = (91..=95)
+        .map(|i| format!("suspend,telnyx,{}\n", iccid(TELNYX_PREFIX, i)))
+        .collect();
+    let job = env.write_job("system.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env.run(&["run", "--yes", job.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let results = env.results();
+    for (row, status) in results.iter().zip([
+        "data_limit_exceeded",
+        "unauthorized_imei",
+        "blocked",
+        "abolished",
+    ]) {
+        assert_eq!(row["outcome"], "failed", "{row:?}");
+        assert!(row["reason"].contains(&format!("`{status}`")), "{row:?}");
+        assert_eq!(row["http_status"], "", "a request was sent: {row:?}");
+        assert_eq!(row["attempts"], "0", "{row:?}");
+    }
+    assert_eq!(results[4]["outcome"], "succeeded", "{:?}", results[4]);
+    assert_eq!(env.sb.journal().await.len(), 1);
+}
+
+/// Registering at Telnyx enables the SIM (SIMCardRegistration `status` defaults to `enabled`
+/// in telnyx-wireless.json) and billing starts, unlike Twilio's `new`: `plan` and the run's
+/// banner say so before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_run_say_that_telnyx_registration_enables_the_sims() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 20,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let row = |provider: &str, prefix: &str| {
+        let sim = iccid(prefix, 21);
+        let code = simbatch::sandbox::inventory::registration_code(&sim);
+        format!("register,{provider},{sim},{code}\n")
+    };
+    let job = env.write_job(
+        "register.csv",
+        &format!(
+            "action,provider,iccid,registration_code\n{}{}",
+            row("telnyx", TELNYX_PREFIX),
+            row("twilio", TWILIO_PREFIX)
+        ),
+    );
+    let note = "registering at Telnyx enables the SIMs at once";
+    let plan = env.run(&["plan", job.to_str().unwrap()]).await;
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        shown.contains(&format!("note: telnyx: {note}")),
+        "{}",
+        show(&plan)
+    );
+    assert!(!shown.contains("note: twilio"), "{}", show(&plan));
+    let run = env.run(&["run", "--yes", job.to_str().unwrap()]).await;
+    assert_eq!(run.status.code(), Some(0), "{}", show(&run));
+    let banner = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(banner.matches(note).count(), 1, "{}", show(&run));
 }
