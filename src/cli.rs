@@ -145,6 +145,9 @@ pub struct SandboxArgs {
     /// Share of asynchronous operations that end failed
     #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
     pub fail_async: f64,
+    /// Share of Telnyx SIM card actions that end `interrupted` (the SIM keeps its status)
+    #[arg(long, value_name = "P", value_parser = crate::sandbox::settings::parse_rate, default_value = "0")]
+    pub interrupt_async: f64,
     /// How long asynchronous changes take to settle (at most a day)
     #[arg(long, default_value = "200ms", value_parser = parse_day_at_most)]
     pub async_delay: std::time::Duration,

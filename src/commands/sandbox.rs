@@ -18,6 +18,7 @@ impl SandboxArgs {
                 timeout_rate: self.timeout_rate,
                 reset_rate: self.reset_rate,
                 fail_async: self.fail_async,
+                interrupt_async: self.interrupt_async,
                 hang: self.hang,
                 no_retry_after: self.no_retry_after,
             },

@@ -7,8 +7,10 @@
 //! `move` targets; a limit per one-second window, told back in `x-ratelimit-*`.
 //!
 //! [`Telnyx`] is an account's client: Bearer auth, `{data}` envelopes, bracketed query keys.
-//! Status changes are SIM Card Actions (202), confirmed by listing the actions in progress and
-//! failed (or reading each); deletion is confirmed when the SIM is gone; registrations of
+//! Status changes are SIM Card Actions (202); one that is no longer in progress is confirmed
+//! by its SIM showing the target (a listing of the SIMs in that status, or a read of the action
+//! and its SIM) — never by not being listed, since an action can end `interrupted`, which the
+//! actions list cannot filter on; deletion is confirmed when the SIM is gone; registrations of
 //! concurrent rows go out together. Wire structs here are the client's own reading of Telnyx's
 //! format, independent of the sandbox.
 
@@ -59,6 +61,8 @@ struct SimCard {
 struct SimCardAction {
     id: String,
     status: Status,
+    #[serde(default)]
+    sim_card_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -206,16 +210,22 @@ impl Telnyx {
             )
             .await?
             .json()?;
+        // The SIM's id travels with the action's, so that confirmation can read the SIM.
         Ok(Sent::Accepted {
-            reference: created.data.id,
+            reference: format!("{}@{sim_id}", created.data.id),
         })
     }
 
+    /// A SIM card action's end, read from the action and then from its SIM: `completed` counts
+    /// only when the SIM shows `target`; `failed`, `interrupted` and any status simbatch does
+    /// not know fail the row with Telnyx's reason (`SIMCardAction.status` in
+    /// telnyx-wireless.json: in-progress, completed, failed, interrupted).
     pub async fn poll_action(
         &self,
-        action_id: &str,
+        reference: &str,
         target: &str,
     ) -> Result<Polled, ProviderError> {
+        let action_id = reference.split_once('@').map_or(reference, |(a, _)| a);
         let action: Data<SimCardAction> = self
             .call(
                 Method::GET,
@@ -224,22 +234,92 @@ impl Telnyx {
             )
             .await?
             .json()?;
-        Ok(match action.data.status.value.as_str() {
-            "in-progress" => Polled::Waiting,
-            "completed" => Polled::Done {
-                after: target.to_string(),
+        let action = action.data;
+        match action.status.value.as_str() {
+            "in-progress" => Ok(Polled::Waiting),
+            "completed" => match action.sim_card_id.as_deref() {
+                Some(sim_id) => self.shows(sim_id, target).await,
+                None => Ok(Polled::Failed {
+                    reason: "SIM card action completed, but it names no SIM card to check".into(),
+                }),
             },
-            other => Polled::Failed {
+            other => Ok(Polled::Failed {
                 reason: format!(
                     "SIM card action {other}: {}",
                     action
-                        .data
                         .status
                         .reason
                         .unwrap_or_else(|| "no reason given".into())
                 ),
-            },
+            }),
+        }
+    }
+
+    /// Whether the SIM shows `target` now that its action completed.
+    async fn shows(&self, sim_id: &str, target: &str) -> Result<Polled, ProviderError> {
+        let sim: Data<SimCard> = self
+            .call(Method::GET, &format!("/v2/sim_cards/{sim_id}"), None)
+            .await?
+            .json()?;
+        let sim = state(sim.data);
+        Ok(if !sim.settled {
+            Polled::Waiting
+        } else if sim.status == target {
+            Polled::Done { after: sim.status }
+        } else {
+            Polled::Failed {
+                reason: format!(
+                    "SIM card action completed, but the SIM shows `{}`, not `{target}`",
+                    sim.status
+                ),
+            }
         })
+    }
+
+    /// The ids of the settled SIMs showing `status`, when that takes at most `budget` pages
+    /// (the first one included); `None` when listing would cost more than reading each.
+    async fn settled_with_status(
+        &self,
+        status: &str,
+        budget: u64,
+    ) -> Result<Option<HashSet<String>>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Meta {
+            total_pages: u64,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            data: Vec<SimCard>,
+            meta: Meta,
+        }
+        let mut ids = HashSet::new();
+        let mut page = 1;
+        loop {
+            let p: Page = self
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/v2/sim_cards?filter[status]={status}&page[number]={page}&page[size]=250"
+                    ),
+                    None,
+                )
+                .await?
+                .json()?;
+            if p.meta.total_pages > budget {
+                return Ok(None);
+            }
+            ids.extend(
+                p.data
+                    .into_iter()
+                    .map(state)
+                    .filter(|s| s.settled && s.status == status)
+                    .map(|s| s.id),
+            );
+            if page >= p.meta.total_pages {
+                return Ok(Some(ids));
+            }
+            page += 1;
+        }
     }
 
     pub async fn set_group(&self, sim_id: &str, group: &str) -> Result<Sent, ProviderError> {
@@ -557,8 +637,11 @@ impl Account for Telnyx {
         !reference.contains(':')
     }
 
-    /// In progress first, then failed: an action that fails between the two reads shows up in
-    /// the second, so it can never pass for completed.
+    /// Actions still in progress are listed (one filter); every other action has ended, and
+    /// "not listed" does not say how: the list cannot filter on `interrupted`. Those are
+    /// confirmed by the SIMs themselves — by listing the SIMs in the target status when that
+    /// takes fewer pages than there are rows, else one by one ([`Telnyx::poll_action`]) — and
+    /// a row whose SIM does not show the target is read one by one, for Telnyx's reason.
     fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
         Box::pin(async move {
             let in_progress: HashSet<String> = self
@@ -567,30 +650,37 @@ impl Account for Telnyx {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            let failed: HashMap<String, Option<String>> = self
-                .actions_with_status("failed")
-                .await?
-                .into_iter()
-                .collect();
-            Ok(waiting
-                .iter()
-                .map(|(reference, after)| {
-                    if in_progress.contains(reference) {
-                        Polled::Waiting
-                    } else if let Some(reason) = failed.get(reference) {
-                        Polled::Failed {
-                            reason: format!(
-                                "SIM card action failed: {}",
-                                reason.clone().unwrap_or_else(|| "no reason given".into())
-                            ),
-                        }
-                    } else {
-                        Polled::Done {
-                            after: after.clone(),
-                        }
-                    }
-                })
-                .collect())
+            let ended = |reference: &str| {
+                let action = reference.split_once('@').map_or(reference, |(a, _)| a);
+                !in_progress.contains(action)
+            };
+            let mut shown: HashMap<&str, Option<HashSet<String>>> = HashMap::new();
+            for (_, after) in waiting.iter().filter(|(r, _)| ended(r)) {
+                if !shown.contains_key(after.as_str()) {
+                    let rows = waiting
+                        .iter()
+                        .filter(|(r, a)| a == after && ended(r))
+                        .count();
+                    let listed = self.settled_with_status(after, rows as u64).await?;
+                    shown.insert(after.as_str(), listed);
+                }
+            }
+            let mut out = Vec::with_capacity(waiting.len());
+            for (reference, after) in waiting {
+                if !ended(reference) {
+                    out.push(Polled::Waiting);
+                    continue;
+                }
+                let sim = reference.split_once('@').map(|(_, sim)| sim);
+                let listed = shown.get(after.as_str()).and_then(Option::as_ref);
+                out.push(match (sim, listed) {
+                    (Some(sim), Some(ids)) if ids.contains(sim) => Polled::Done {
+                        after: after.clone(),
+                    },
+                    _ => self.poll_action(reference, after).await?,
+                });
+            }
+            Ok(out)
         })
     }
 }

@@ -102,6 +102,9 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Asynchronous operations end failed instead of succeeding.
     pub fail_async: f64,
+    /// Telnyx SIM card actions end `interrupted` (the SIM keeps its status), a terminal status
+    /// of `SIMCardAction` in telnyx-wireless.json that the actions list cannot filter on.
+    pub interrupt_async: f64,
     /// How long a "hang" lasts.
     pub hang: Duration,
     /// Answer 429 without `Retry-After` or rate-window headers (neither Twilio nor emnify
@@ -117,6 +120,7 @@ impl Default for Faults {
             timeout_rate: 0.0,
             reset_rate: 0.0,
             fail_async: 0.0,
+            interrupt_async: 0.0,
             hang: Duration::from_secs(120),
             no_retry_after: false,
         }

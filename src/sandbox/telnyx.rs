@@ -196,10 +196,11 @@ struct Action {
     kind: Kind,
     from: Status,
     to: Status,
-    /// `in-progress`, `completed` or `failed`.
+    /// `in-progress`, `completed`, `failed` or `interrupted`.
     status: &'static str,
     reason: Option<String>,
     will_fail: bool,
+    will_be_interrupted: bool,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
 }
@@ -255,9 +256,16 @@ impl Inventory {
             sim.updated = Some(at);
             action.updated = at;
             let iccid = inventory::iccid(TELNYX_PREFIX, action.sim as u64 + 1);
-            if action.will_fail && action.kind != Kind::Delete && action.kind != Kind::Register {
+            let status_change = action.kind != Kind::Delete && action.kind != Kind::Register;
+            if action.will_fail && status_change {
                 action.status = "failed";
                 action.reason = Some("The network did not confirm the change.".into());
+                sim.status = action.from;
+                continue;
+            }
+            if action.will_be_interrupted && status_change {
+                action.status = "interrupted";
+                action.reason = Some("The action was interrupted by another operation.".into());
                 sim.status = action.from;
                 continue;
             }
@@ -323,6 +331,7 @@ impl Inventory {
             status: "in-progress",
             reason: None,
             will_fail: shared.roll(shared.config.faults.fail_async),
+            will_be_interrupted: shared.roll(shared.config.faults.interrupt_async),
             created: at,
             updated: at,
         });

@@ -132,3 +132,53 @@ async fn plan_and_run_say_that_telnyx_registration_enables_the_sims() {
     let banner = String::from_utf8_lossy(&run.stderr);
     assert_eq!(banner.matches(note).count(), 1, "{}", show(&run));
 }
+
+/// A Telnyx SIM card action can end `interrupted` (`SIMCardAction.status` in
+/// telnyx-wireless.json), leaving the SIM where it was; the actions list filters only on
+/// in-progress, completed and failed. Exactly the rows whose change did not happen fail —
+/// with the provider's reason — however their confirmation was batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_telnyx_actions_fail_exactly_their_rows() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        faults: Faults {
+            interrupt_async: 0.2,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = (1..=100)
+        .map(|i| format!("suspend,telnyx,{}\n", iccid(TELNYX_PREFIX, i)))
+        .collect();
+    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env.run(&["run", "--yes", job.to_str().unwrap()]).await;
+    let results = env.results();
+    let changed: std::collections::BTreeSet<String> = env
+        .sb
+        .journal()
+        .await
+        .iter()
+        .map(|e| e["target"].as_str().unwrap().to_string())
+        .collect();
+    let with = |outcome: &str| -> std::collections::BTreeSet<String> {
+        results
+            .iter()
+            .filter(|r| r["outcome"] == outcome)
+            .map(|r| r["iccid"].clone())
+            .collect()
+    };
+    let failed = with("failed");
+    assert_eq!(with("succeeded"), changed, "{}", show(&output));
+    assert_eq!(failed.len() + changed.len() + 10, 100, "{}", show(&output));
+    assert!(
+        failed.len() >= 5,
+        "too few interrupted to show anything: {}",
+        failed.len()
+    );
+    for r in results.iter().filter(|r| r["outcome"] == "failed") {
+        assert!(r["reason"].contains("interrupted"), "{r:?}");
+    }
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+}
