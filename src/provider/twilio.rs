@@ -133,7 +133,16 @@ impl Twilio {
     /// Every registered Sim with `status`, page by page (1,000 each), following
     /// `meta.next_page_url`.
     pub async fn list(&self, status: &str) -> Result<Vec<(String, SimState)>, ProviderError> {
-        let mut path = format!("/v1/Sims?Status={status}&PageSize=1000");
+        self.list_from(format!("/v1/Sims?Status={status}&PageSize=1000"))
+            .await
+    }
+
+    /// Every Sim in one Fleet (`?Fleet=` takes its SID or unique name).
+    pub async fn list_fleet(&self, fleet: &str) -> Result<Vec<(String, SimState)>, ProviderError> {
+        self.list_from(Self::first_page(Some(fleet))).await
+    }
+
+    async fn list_from(&self, mut path: String) -> Result<Vec<(String, SimState)>, ProviderError> {
         let mut out = Vec::new();
         loop {
             let (sims, next) = self.sim_page(&path).await?;
@@ -203,19 +212,28 @@ impl Twilio {
         })
     }
 
-    /// Reads the Sim until its asynchronous change settles on `target`.
+    /// Reads the Sim until its asynchronous change settles on `target`: a status, or — for a
+    /// move — a Fleet SID, read from `fleet_sid` (a Fleet update is answered 202 `scheduled`
+    /// like a status update: Twilio changelog 2020-07-21).
     pub async fn poll_status(&self, sid: &str, target: &str) -> Result<Polled, ProviderError> {
         let sim: Sim = self
             .call(Method::GET, &format!("/v1/Sims/{sid}"), None)
             .await?
             .json()?;
         let status = sim.status.unwrap_or_default();
-        Ok(match status.as_str() {
-            "scheduled" => Polled::Waiting,
-            s if s == target => Polled::Done { after: status },
-            _ => Polled::Failed {
-                reason: format!("Twilio settled the Sim on `{status}`, not `{target}`"),
-            },
+        if status == "scheduled" {
+            return Ok(Polled::Waiting);
+        }
+        let (field, shows) = match is_fleet(target) {
+            true => ("Fleet", sim.fleet_sid.unwrap_or_else(|| "none".into())),
+            false => ("status", status),
+        };
+        Ok(if shows == target {
+            Polled::Done { after: shows }
+        } else {
+            Polled::Failed {
+                reason: format!("Twilio settled the Sim's {field} on `{shows}`, not `{target}`"),
+            }
         })
     }
 
@@ -237,6 +255,11 @@ impl Twilio {
             .insert(target.to_string(), fleet.sid.clone());
         Ok(fleet.sid)
     }
+}
+
+/// Whether a change's target is a Fleet (a move) rather than a status: Fleet SIDs start `HF`.
+fn is_fleet(target: &str) -> bool {
+    target.starts_with("HF")
 }
 
 /// What simbatch believes about Twilio Super SIM.
@@ -400,9 +423,11 @@ impl Account for Twilio {
         true
     }
 
-    /// Still `scheduled`: waiting. Otherwise it settled: on its target, or elsewhere. The
-    /// scheduled list is read first, then each status the changes may have settled on, those
-    /// listings side by side (a Sim seen settled stays settled).
+    /// Still `scheduled`: waiting. Otherwise it settled, on its target or elsewhere, which the
+    /// field each change touched says: a status change by the listing of that status, a move
+    /// by the listing of its Fleet (`?Fleet=`; `?Status=` takes statuses only, and a Fleet SID
+    /// there is refused with 400). A listing that fails costs only its own rows a look of
+    /// their own (one read per Sim), never the rest of the batch.
     fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
         Box::pin(async move {
             let scheduled: HashSet<String> = self
@@ -411,40 +436,42 @@ impl Account for Twilio {
                 .into_iter()
                 .map(|(_, s)| s.id)
                 .collect();
-            let statuses: HashSet<&String> = waiting
+            let targets: HashSet<&String> = waiting
                 .iter()
                 .filter(|(reference, _)| !scheduled.contains(reference))
                 .map(|(_, after)| after)
                 .collect();
-            let settled_on: HashMap<String, HashSet<String>> =
-                futures_util::future::try_join_all(statuses.into_iter().map(|after| async {
-                    let sids = self
-                        .list(after)
-                        .await?
-                        .into_iter()
-                        .map(|(_, s)| s.id)
-                        .collect();
-                    Ok::<_, ProviderError>((after.clone(), sids))
+            let settled_on: HashMap<String, Option<HashSet<String>>> =
+                futures_util::future::join_all(targets.into_iter().map(|after| async {
+                    let listed = match is_fleet(after) {
+                        true => self.list_fleet(after).await,
+                        false => self.list(after).await,
+                    };
+                    let sids = listed
+                        .ok()
+                        .map(|sims| sims.into_iter().map(|(_, s)| s.id).collect());
+                    (after.clone(), sids)
                 }))
-                .await?
+                .await
                 .into_iter()
                 .collect();
-            Ok(waiting
-                .iter()
-                .map(|(reference, after)| {
-                    if scheduled.contains(reference) {
-                        Polled::Waiting
-                    } else if settled_on.get(after).is_some_and(|s| s.contains(reference)) {
-                        Polled::Done {
+            let mut out = Vec::with_capacity(waiting.len());
+            for (reference, after) in waiting {
+                out.push(if scheduled.contains(reference) {
+                    Polled::Waiting
+                } else {
+                    match settled_on.get(after).and_then(Option::as_ref) {
+                        Some(sids) if sids.contains(reference) => Polled::Done {
                             after: after.clone(),
-                        }
-                    } else {
-                        Polled::Failed {
+                        },
+                        Some(_) => Polled::Failed {
                             reason: format!("Twilio settled the Sim elsewhere than `{after}`"),
-                        }
+                        },
+                        None => self.poll_status(reference, after).await?,
                     }
-                })
-                .collect())
+                });
+            }
+            Ok(out)
         })
     }
 }

@@ -5,7 +5,9 @@
 //!   does); responses are snake_case JSON.
 //! - `POST /v1/Sims` registers a SIM (201, status `new`, no Fleet); `POST /v1/Sims/{Sid}` with
 //!   `Status` answers 202 `scheduled` and settles after the asynchronous delay (or, under the
-//!   async-failure fault, returns to where it was); a `Fleet` change alone answers 200.
+//!   async-failure fault, returns to where it was); so does a `Fleet` change (Twilio changelog
+//!   2020-07-21: Fleet updates are asynchronous), refused with 83009 while the Sim is
+//!   `scheduled`.
 //!   Transitions: `ready` only from `new`; `active` needs a Fleet (83007); nothing returns to
 //!   `new` (83010).
 //! - Lists: `{sims, meta}` with `meta.next_page_url` pointing back at this sandbox.
@@ -116,7 +118,10 @@ impl Status {
 
 #[derive(Debug, Clone)]
 struct Scheduled {
+    /// The status the Sim is moving to (its own while only the Fleet changes).
     to: Status,
+    /// The Fleet it is moving to, when that changes too.
+    fleet: Option<usize>,
     /// When the change was accepted; it takes effect one asynchronous delay later.
     requested: DateTime<Utc>,
     will_fail: bool,
@@ -181,6 +186,16 @@ impl Inventory {
             let at = scheduled.requested
                 + chrono::Duration::from_std(shared.config.async_delay).unwrap_or_default();
             sim.updated = Some(at);
+            if let Some(f) = scheduled.fleet.filter(|_| !scheduled.will_fail) {
+                let old = sim.fleet.map_or("none", |o| FLEETS[o].0);
+                sim.fleet = Some(f);
+                shared.journal.record(
+                    PROVIDER,
+                    inventory::iccid(TWILIO_PREFIX, index as u64 + 1),
+                    format!("fleet:{old}->{}", FLEETS[f].0),
+                    at,
+                );
+            }
             if !scheduled.will_fail && scheduled.to != sim.status {
                 let change = format!("status:{}->{}", sim.status.name(), scheduled.to.name());
                 sim.status = scheduled.to;
@@ -508,38 +523,36 @@ async fn update_sim(
         return refused;
     }
     let at = Utc::now();
-    let iccid = inventory::iccid(TWILIO_PREFIX, index as u64 + 1);
     if let Some(name) = param(&params, "UniqueName") {
         inv.sims[index].unique_name = Some(name.to_string());
     }
-    if let Some(f) = new_fleet.filter(|f| Some(*f) != sim.fleet) {
-        let old = sim.fleet.map_or("none", |o| FLEETS[o].0);
-        inv.sims[index].fleet = Some(f);
-        inv.sims[index].updated = Some(at);
-        shared.journal.record(
-            PROVIDER,
-            &iccid,
-            format!("fleet:{old}->{}", FLEETS[f].0),
-            at,
+    // A Fleet change is asynchronous like a status change (Twilio changelog 2020-07-21): 202
+    // `scheduled`, in effect after the delay; refused while the Sim is scheduled (83009).
+    let fleet_change = new_fleet.filter(|f| Some(*f) != sim.fleet);
+    if fleet_change.is_some() && sim.scheduled.is_some() {
+        return error(
+            StatusCode::CONFLICT,
+            83009,
+            "Unable to update your Super SIM's Fleet while it is in status scheduled",
         );
     }
+    let effective = sim.scheduled.as_ref().map_or(sim.status, |s| s.to);
+    let status_change = new_status.filter(|to| *to != effective || sim.scheduled.is_some());
     let mut code = StatusCode::OK;
-    if let Some(to) = new_status {
-        let effective = sim.scheduled.as_ref().map_or(sim.status, |s| s.to);
-        if to != effective || sim.scheduled.is_some() {
-            inv.generation += 1;
-            let generation = inv.generation;
-            inv.sims[index].scheduled = Some(Scheduled {
-                to,
-                requested: at,
-                will_fail: shared.roll(shared.config.faults.fail_async),
-                generation,
-            });
-            inv.sims[index].updated = Some(at);
-            inv.pending
-                .push_back((now + shared.config.async_delay, index, generation));
-            code = StatusCode::ACCEPTED;
-        }
+    if fleet_change.is_some() || status_change.is_some() {
+        inv.generation += 1;
+        let generation = inv.generation;
+        inv.sims[index].scheduled = Some(Scheduled {
+            to: status_change.unwrap_or(effective),
+            fleet: fleet_change.or(sim.scheduled.as_ref().and_then(|s| s.fleet)),
+            requested: at,
+            will_fail: shared.roll(shared.config.faults.fail_async),
+            generation,
+        });
+        inv.sims[index].updated = Some(at);
+        inv.pending
+            .push_back((now + shared.config.async_delay, index, generation));
+        code = StatusCode::ACCEPTED;
     }
     (code, Json(sim_json(&inv, index, &origin(&headers)))).into_response()
 }

@@ -214,9 +214,15 @@ async fn twilio_verbs() {
     );
     let fleet = client.fleet_sid("reserve").await.unwrap();
     assert_eq!(fleet, "HF00000000000000000000000000000002");
+    // A Fleet update is asynchronous too (Twilio changelog 2020-07-21), confirmed by the
+    // Sim's `fleet_sid`.
+    let moved = client.update(&sim.id, &[("Fleet", &fleet)]).await.unwrap();
+    let Sent::Accepted { reference } = moved else {
+        panic!("{moved:?}")
+    };
     assert_eq!(
-        client.update(&sim.id, &[("Fleet", &fleet)]).await.unwrap(),
-        Sent::Done {
+        poll_until(|| client.poll_status(&reference, &fleet)).await,
+        Polled::Done {
             after: fleet.clone()
         }
     );

@@ -219,10 +219,30 @@ async fn registration_fleet_and_activation() {
             &[("Fleet", "reserve")],
         )
         .await;
-    assert_eq!(moved.status, 200);
+    // A Fleet update is asynchronous (Twilio changelog 2020-07-21): 202 `scheduled`, the
+    // Fleet in effect once it settles; another Fleet update meanwhile is refused (83009).
+    assert_eq!(moved.status, 202);
+    assert_response(Provider::Twilio, "/v1/Sims/{Sid}", "post", 202, &moved.body);
+    assert_eq!(moved.body["status"], "scheduled");
+    assert!(moved.body["fleet_sid"].is_null(), "{}", moved.body);
+    let meanwhile = sb
+        .tw(
+            Method::POST,
+            &format!("/v1/Sims/{registered_sid}"),
+            &[("Fleet", "default")],
+        )
+        .await;
+    twilio_error(&meanwhile.body, 83009, 409);
+    sb.settle().await;
+    let settled = sb
+        .tw(Method::GET, &format!("/v1/Sims/{registered_sid}"), &[])
+        .await;
     assert_eq!(
-        moved.body["fleet_sid"],
-        "HF00000000000000000000000000000002"
+        (
+            settled.body["status"].as_str(),
+            settled.body["fleet_sid"].as_str()
+        ),
+        (Some("new"), Some("HF00000000000000000000000000000002"))
     );
     let active = sb
         .tw(

@@ -182,3 +182,55 @@ async fn interrupted_telnyx_actions_fail_exactly_their_rows() {
     }
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
 }
+
+/// A Fleet update is asynchronous like a status update (Twilio changelog 2020-07-21; error
+/// 83009 refuses a Fleet update while the Sim is `scheduled`): 202 `scheduled`, then the Sim's
+/// `fleet_sid` changes. Moves mixed with suspends are confirmed together — each by the field
+/// it changed — and none ends `failed` or `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_fleet_moves_and_suspends_confirm_by_what_each_changed() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 200,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    // Sims start in the first Fleet; SIMs 1-50 move to `reserve`, 51-100 are suspended.
+    let moves: String = (1..=50)
+        .map(|i| format!("move,twilio,{},reserve\n", iccid(TWILIO_PREFIX, i)))
+        .collect();
+    let suspends: String = (51..=100)
+        .map(|i| format!("suspend,twilio,{},\n", iccid(TWILIO_PREFIX, i)))
+        .collect();
+    let job = env.write_job(
+        "mixed.csv",
+        &format!("action,provider,iccid,target\n{moves}{suspends}"),
+    );
+    let output = env.run(&["run", "--yes", job.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    let outcomes = |action: &str, outcome: &str| {
+        results
+            .iter()
+            .filter(|r| r["action"] == action && r["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(outcomes("move", "succeeded"), 50, "{}", show(&output));
+    assert_eq!(outcomes("suspend", "succeeded"), 45, "{}", show(&output));
+    assert_eq!(
+        outcomes("suspend", "skipped"),
+        5,
+        "every tenth starts suspended"
+    );
+    for r in results.iter().filter(|r| r["action"] == "move") {
+        assert_eq!(r["after"], "HF00000000000000000000000000000002", "{r:?}");
+    }
+    let fleet_changes = env
+        .sb
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["change"].as_str().unwrap().starts_with("fleet:"))
+        .count();
+    assert_eq!(fleet_changes, 50);
+}
