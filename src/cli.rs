@@ -167,6 +167,9 @@ pub struct SandboxArgs {
     /// unauthorized_imei, blocked, abolished)
     #[arg(long)]
     pub system_statuses: bool,
+    /// Next-page links carry another host than the request's, as behind an API gateway
+    #[arg(long)]
+    pub foreign_links: bool,
     /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,

@@ -27,6 +27,7 @@ impl SandboxArgs {
             token_ttl: self.token_ttl,
             seed: self.seed,
             system_statuses: self.system_statuses,
+            foreign_links: self.foreign_links,
         }
     }
 }

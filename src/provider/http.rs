@@ -114,17 +114,33 @@ impl Http {
         self.client.request(method, url)
     }
 
-    /// The path of an absolute URL the provider handed back (a next-page link), refusing any
-    /// URL outside the configured base: credentials must never follow a link elsewhere.
-    pub fn path_of<'a>(&self, url: &'a str) -> Result<&'a str, ProviderError> {
-        url.strip_prefix(self.base.as_str())
+    /// The path (and query) to request for an absolute URL the provider handed back (a
+    /// next-page link), always under the configured base: credentials never follow a link
+    /// elsewhere. A link under `base_url` keeps its path; a link to another host — the
+    /// provider's own behind an API gateway or egress proxy, where `base_url` is not the
+    /// provider's host — is re-rooted: its path from the provider's `version` prefix (`/v1/`)
+    /// on, and its query, under `base_url`.
+    pub fn path_of(&self, url: &str, version: &str) -> Result<String, ProviderError> {
+        if let Some(rest) = url
+            .strip_prefix(self.base.as_str())
             .filter(|rest| rest.starts_with('/'))
-            .ok_or_else(|| {
-                ProviderError::permanent(format!(
-                    "the provider's next-page link {url} points outside the configured base_url {}",
-                    self.base
-                ))
-            })
+        {
+            return Ok(rest.to_string());
+        }
+        let unusable = || {
+            ProviderError::permanent(format!(
+                "the provider's next-page link {url} has no `{version}` path to follow under the configured base_url {}",
+                self.base
+            ))
+        };
+        let link = url::Url::parse(url).map_err(|_| unusable())?;
+        let at = link.path().find(version).ok_or_else(unusable)?;
+        let mut rest = link.path()[at..].to_string();
+        if let Some(query) = link.query() {
+            rest.push('?');
+            rest.push_str(query);
+        }
+        Ok(rest)
     }
 
     /// Requests sent so far (every attempt counts).
@@ -242,6 +258,40 @@ async fn read_capped(
 mod tests {
     use super::*;
     use crate::provider::limiter::LaneLimits;
+
+    #[test]
+    fn next_page_links_are_always_followed_under_the_base() {
+        let base = url::Url::parse("https://gateway.internal/twilio").unwrap();
+        let limits = LaneLimits {
+            rate: None,
+            max_in_flight: None,
+            window: None,
+        };
+        let http = Http::new(
+            &base,
+            Arc::new(RateGate::new(limits)),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let path = |url: &str| http.path_of(url, "/v1/");
+        assert_eq!(
+            path("https://gateway.internal/twilio/v1/Sims?Page=1").unwrap(),
+            "/v1/Sims?Page=1"
+        );
+        // Twilio's own host, as it names itself behind the gateway: same path and query.
+        assert_eq!(
+            path("https://supersim.twilio.com/v1/Sims?PageSize=1000&Page=1&PageToken=PT1000")
+                .unwrap(),
+            "/v1/Sims?PageSize=1000&Page=1&PageToken=PT1000"
+        );
+        // Credentials in a link, another scheme or port: only the path is ever used.
+        assert_eq!(
+            path("http://user:pw@evil.example:81/x/v1/Sims").unwrap(),
+            "/v1/Sims"
+        );
+        assert!(path("https://supersim.twilio.com/Sims?Page=1").is_err());
+        assert!(path("not a url").is_err());
+    }
 
     /// Setting the path and query on the parsed base gives the URL that parsing the joined
     /// string gave.

@@ -169,7 +169,7 @@ impl Twilio {
     ) -> Result<(Vec<(String, SimState)>, Option<String>), ProviderError> {
         let list: SimList = self.call(Method::GET, path, None).await?.json()?;
         let next = match list.meta.and_then(|m| m.next_page_url) {
-            Some(url) => Some(self.http.path_of(&url)?.to_string()),
+            Some(url) => Some(self.http.path_of(&url, "/v1/")?),
             None => None,
         };
         let sims = list

@@ -160,6 +160,9 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Telnyx SIMs in the statuses Telnyx sets itself (see `inventory::telnyx_system_status`).
     pub system_statuses: bool,
+    /// Next-page links carry the provider's own host instead of the request's, as they do
+    /// behind an API gateway or an egress proxy (see `shared::link_origin`).
+    pub foreign_links: bool,
 }
 
 impl Default for SandboxConfig {
@@ -173,6 +176,7 @@ impl Default for SandboxConfig {
             token_ttl: Duration::from_secs(240 * 60),
             seed: 0x5EED,
             system_statuses: false,
+            foreign_links: false,
         }
     }
 }

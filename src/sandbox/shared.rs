@@ -97,6 +97,16 @@ pub fn origin(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// The origin of the next-page links a stand-in hands back: the request's own, or — with
+/// `foreign_links`, as behind an API gateway or an egress proxy, where the provider names its
+/// own host — a host this sandbox never serves (`.invalid` never resolves).
+pub fn link_origin(shared: &Shared, headers: &HeaderMap) -> String {
+    match shared.config.foreign_links {
+        true => "https://provider.sandbox.invalid".to_string(),
+        false => origin(headers),
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use super::inventory::{self, TWILIO_PREFIX};
 use super::limits::{Limits, Refusal};
-use super::shared::{origin, Admitted, Shared, StandIn};
+use super::shared::{link_origin, origin, Admitted, Shared, StandIn};
 
 const PROVIDER: &str = "twilio";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
@@ -318,7 +318,7 @@ async fn list_sims(
             && status.is_none_or(|s| s == shown)
             && fleet.is_none_or(|f| sim.fleet == Some(f))
     };
-    let origin = origin(&headers);
+    let origin = link_origin(&shared, &headers);
     let (sims, next): (Vec<Value>, Option<usize>) = if let Some(iccid) = param(&params, "Iccid") {
         let found = inventory::sim_number(TWILIO_PREFIX, iccid)
             .filter(|_| iccid.len() == 20)

@@ -234,3 +234,35 @@ async fn twilio_fleet_moves_and_suspends_confirm_by_what_each_changed() {
         .count();
     assert_eq!(fleet_changes, 50);
 }
+
+/// Behind an API gateway or an egress proxy, Twilio's absolute `meta.next_page_url` names
+/// Twilio's host, not the configured `base_url`'s. The link is re-rooted onto `base_url` (its
+/// path from the version prefix on, its query) — nothing is ever sent to the other host — so
+/// a listing of several pages completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_page_links_to_another_host_are_rerooted_onto_base_url() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 2500,
+        limits: LimitMode::Off,
+        foreign_links: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let out = env.dir.path().join("inventory.csv");
+    let output = env
+        .run(&[
+            "export",
+            "--provider",
+            "twilio",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let listed = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(
+        listed,
+        1 + 2500,
+        "header and every registered Sim, over three pages"
+    );
+}
