@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
 use super::account::{Account, Call, Cursor, Page};
-use super::error::{from_status, ErrorClass, ProviderError};
+use super::error::{ErrorClass, ProviderError};
 use super::facts::{CredentialEnv, Provider};
 use super::http::{Answer, Http, Refused};
 use super::limiter::LaneLimits;
@@ -130,7 +130,7 @@ fn refusal(r: Refused) -> ProviderError {
         .map(str::to_string)
         .or_else(|| body["error_token"].as_str().map(str::to_string))
         .unwrap_or_else(|| r.status.canonical_reason().unwrap_or("error").to_string());
-    from_status(r.status.as_u16(), code, message, r.retry_after())
+    r.error(code, message)
 }
 
 /// An eUICC operation to schedule.
@@ -165,14 +165,18 @@ impl Emnify {
             .http
             .request(Method::POST, "/api/v1/authenticate")
             .json(&json!({"application_token": self.application_token}));
-        let answered = self.http.send(request).await.map_err(|mut e| {
-            // A redirect of the authentication (its body carries the application token) is
-            // not followed; no request of this account can go on without a token.
-            if e.http_status.is_some_and(|s| (300..400).contains(&s)) {
-                e.class = ErrorClass::Auth;
-            }
-            e
-        })?;
+        let answered = self
+            .http
+            .send_for_credentials(request)
+            .await
+            .map_err(|mut e| {
+                // A redirect of the authentication (its body carries the application token) is
+                // not followed; no request of this account can go on without a token.
+                if e.http_status.is_some_and(|s| (300..400).contains(&s)) {
+                    e.class = ErrorClass::Auth;
+                }
+                e
+            })?;
         match answered {
             Ok(answer) => {
                 let body: Value = answer.json()?;
@@ -380,17 +384,50 @@ impl Emnify {
         endpoint_id: Option<&str>,
     ) -> Result<(), ProviderError> {
         if let Some(ep) = endpoint_id {
-            let body = json!({"sim": {"id": null}});
-            self.call(
-                Method::PATCH,
-                &format!("/api/v1/endpoint/{ep}"),
-                Some(&body),
-            )
-            .await?;
+            self.assign(ep, None).await?;
         }
-        self.call(Method::DELETE, &format!("/api/v1/sim/{sim_id}"), None)
+        let refused = match self
+            .call(Method::DELETE, &format!("/api/v1/sim/{sim_id}"), None)
             .await
-            .map(drop)
+        {
+            Ok(_) => return Ok(()),
+            // Perhaps deleted: the row reads the SIM back, and the device stays released.
+            Err(e) if e.maybe_applied || e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        // Refused (a reseller deleting a SIM it sold gets 403): the SIM goes back on its
+        // endpoint, and the row says what happened to the device either way.
+        let Some(ep) = endpoint_id else {
+            return Err(refused);
+        };
+        let mut e = refused.clone();
+        e.message = match self.assign(ep, Some(sim_id)).await {
+            Ok(()) => format!(
+                "{}; the SIM was released from endpoint {ep} for the delete and put back on endpoint {ep}",
+                refused.message
+            ),
+            Err(back) => format!(
+                "{}; the device is detached: endpoint {ep} has no SIM (it was released for the delete, and putting SIM {sim_id} back failed: {back})",
+                refused.message
+            ),
+        };
+        Err(e)
+    }
+
+    /// Puts `sim` on endpoint `ep`, or releases its SIM (`None`).
+    async fn assign(&self, ep: &str, sim: Option<&str>) -> Result<(), ProviderError> {
+        let id = match sim {
+            Some(sim) => json!(sim.parse::<u64>().map_or(json!(sim), |n| json!(n))),
+            None => Value::Null,
+        };
+        let body = json!({"sim": {"id": id}});
+        self.call(
+            Method::PATCH,
+            &format!("/api/v1/endpoint/{ep}"),
+            Some(&body),
+        )
+        .await
+        .map(drop)
     }
 
     /// The eUICC with this EID and its operations, if any.

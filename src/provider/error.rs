@@ -15,8 +15,12 @@ pub enum ErrorClass {
     Transient,
     /// 429: retry after the provider's `Retry-After` (or reset header), slowing the whole lane.
     RateLimited,
-    /// 401/403: abort the run; thousands of doomed requests help nobody.
+    /// 401 (and a 403 before anything of the account succeeded: credentials without the role
+    /// a run needs): abort the run; thousands of doomed requests help nobody.
     Auth,
+    /// 403 once the account has worked: this resource may not be changed by this account (a
+    /// reseller deleting a SIM it sold, an endpoint it may not update); final for this row.
+    Forbidden,
     /// Any other 4xx: final for this row.
     Permanent,
     /// Not sent: the run is stopping (Ctrl-C, `--until`, the window's close, the failure
@@ -123,7 +127,8 @@ pub fn from_status(
 ) -> ProviderError {
     let class = match status {
         429 => ErrorClass::RateLimited,
-        401 | 403 => ErrorClass::Auth,
+        401 => ErrorClass::Auth,
+        403 => ErrorClass::Forbidden,
         408 | 500..=599 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     };

@@ -48,11 +48,30 @@ pub struct Refused {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
+    /// No request of this account had succeeded when this answer came.
+    pub nothing_worked: bool,
 }
 
 impl Refused {
     pub fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers)
+    }
+
+    /// The error this answer is, with the provider's own `code` and `message` read from its
+    /// body. A 403 refuses one resource (the row fails) — unless nothing of this account has
+    /// worked yet: then the credentials lack the role the run needs, and the run stops rather
+    /// than fail every row one by one.
+    pub fn error(&self, code: Option<String>, message: String) -> ProviderError {
+        let mut e =
+            super::error::from_status(self.status.as_u16(), code, message, self.retry_after());
+        if e.class == super::error::ErrorClass::Forbidden && self.nothing_worked {
+            e.class = super::error::ErrorClass::Auth;
+            e.message = format!(
+                "{} (HTTP 403 before any request of this account succeeded: the credentials lack a role this needs)",
+                e.message
+            );
+        }
+        e
     }
 }
 
@@ -74,6 +93,8 @@ pub struct Http {
     base_url: url::Url,
     pub gate: Arc<RateGate>,
     requests: AtomicU64,
+    /// Some request of this account succeeded (a 2xx came back).
+    worked: std::sync::atomic::AtomicBool,
 }
 
 impl Http {
@@ -96,6 +117,7 @@ impl Http {
             base_url: base.clone(),
             gate,
             requests: AtomicU64::new(0),
+            worked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -153,6 +175,24 @@ impl Http {
         &self,
         request: RequestBuilder,
     ) -> Result<Result<Answer, Refused>, ProviderError> {
+        self.send_as(request, true).await
+    }
+
+    /// [`Http::send`] for a request that only obtains credentials (emnify's authenticate): its
+    /// success says nothing of what the credentials may do, so it does not count as the
+    /// account having worked.
+    pub async fn send_for_credentials(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<Result<Answer, Refused>, ProviderError> {
+        self.send_as(request, false).await
+    }
+
+    async fn send_as(
+        &self,
+        request: RequestBuilder,
+        counts: bool,
+    ) -> Result<Result<Answer, Refused>, ProviderError> {
         let request = request.build().map_err(|e| from_transport(&e))?;
         let read = request.method() == Method::GET;
         let Some(ticket) = self.gate.acquire().await else {
@@ -182,6 +222,9 @@ impl Http {
                 None => self.gate.back_off(),
             }
         }
+        if status.is_success() && counts {
+            self.worked.store(true, Ordering::Relaxed);
+        }
         Ok(if status.is_success() {
             Ok(Answer {
                 status,
@@ -193,6 +236,7 @@ impl Http {
                 status,
                 headers,
                 body,
+                nothing_worked: !self.worked.load(Ordering::Relaxed),
             })
         })
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::account::{Account, Call, Cursor, Page};
 use super::coalesce::Coalescer;
-use super::error::{from_status, ProviderError};
+use super::error::ProviderError;
 use super::facts::{CredentialEnv, Provider};
 use super::http::{Http, Refused};
 use super::limiter::LaneLimits;
@@ -79,7 +79,7 @@ fn refusal(r: Refused) -> ProviderError {
         (Some(t), None) => t.to_string(),
         _ => r.status.to_string(),
     };
-    let mut e = from_status(r.status.as_u16(), code, message, r.retry_after());
+    let mut e = r.error(code, message);
     if r.status == 401 {
         e.message = "Telnyx refused the API key (check TELNYX_API_KEY or token_env)".into();
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::account::{Account, Call, Cursor, Page};
-use super::error::{from_status, ProviderError};
+use super::error::ProviderError;
 use super::facts::{CredentialEnv, Provider};
 use super::http::{Http, Refused};
 use super::limiter::LaneLimits;
@@ -65,7 +65,7 @@ fn refusal(r: Refused) -> ProviderError {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| r.status.to_string());
-    let mut e = from_status(r.status.as_u16(), code, message, r.retry_after());
+    let mut e = r.error(code, message);
     if r.status == 401 {
         e.message =
             "Twilio refused the credentials (check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)".into();

@@ -937,6 +937,14 @@ async fn delete_sim(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) 
             format!("SIM {id} is assigned to endpoint {ep}; release it from the endpoint before deleting"),
         );
     }
+    if inventory::emnify_delete_refused(id) {
+        return error(
+            StatusCode::FORBIDDEN,
+            1104,
+            "Forbidden",
+            format!("SIM {id} was sold to a customer organisation; a reseller cannot delete it"),
+        );
+    }
     inv.sims[id as usize - 1].deleted = true;
     shared.journal.record(
         PROVIDER,

@@ -87,6 +87,13 @@ pub fn telnyx_system_status(i: u64) -> Option<&'static str> {
     }
 }
 
+/// Whether emnify refuses to delete SIM `i` with 403, as it refuses a reseller deleting a SIM
+/// it sold (emnify-sim-endpoint-euicc.json, DELETE /api/v1/sim/{sim_id}): number 99 of every
+/// hundred.
+pub fn emnify_delete_refused(i: u64) -> bool {
+    i % 100 == 99
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! reading never produced. Each test runs the real binary against the sandbox switched into
 //! the documented behaviour.
 
-use simbatch::sandbox::inventory::{iccid, TELNYX_PREFIX, TWILIO_PREFIX};
+use simbatch::sandbox::inventory::{iccid, EMNIFY_PREFIX, TELNYX_PREFIX, TWILIO_PREFIX};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::run_support::{show, RunEnv};
@@ -264,5 +264,99 @@ async fn next_page_links_to_another_host_are_rerooted_onto_base_url() {
         listed,
         1 + 2500,
         "header and every registered Sim, over three pages"
+    );
+}
+
+/// emnify refuses some deletes with 403 (a reseller deleting a SIM it sold: the DELETE's 403 in
+/// emnify-sim-endpoint-euicc.json). simbatch has already released the SIM from its endpoint
+/// (emnify deletes only SIMs on no endpoint), so it puts the SIM back and fails the row with
+/// both facts; the delete that is allowed goes through. A 403 on one resource fails that row
+/// only: the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = [98, 99]
+        .iter()
+        .map(|&i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("delete.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env
+        .run(&[
+            "run",
+            "--yes",
+            "--allow-irreversible",
+            job.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let results = env.results();
+    assert_eq!(results[0]["outcome"], "succeeded", "{:?}", results[0]);
+    let refused = &results[1];
+    assert_eq!(refused["outcome"], "failed", "{refused:?}");
+    assert_eq!(refused["http_status"], "403", "{refused:?}");
+    assert!(
+        refused["reason"].contains("put back on endpoint"),
+        "{refused:?}"
+    );
+    let sim_99 = iccid(EMNIFY_PREFIX, 99);
+    let changes: Vec<String> = env
+        .sb
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
+        .map(|e| e["change"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        changes.last().map(String::as_str),
+        Some("endpoint_sim:assigned-to:99"),
+        "{changes:?}"
+    );
+}
+
+/// Credentials without the role a run needs: every request of the account is refused with 403
+/// before any has succeeded. The run stops at once (exit 3) naming the provider, instead of
+/// failing 300 rows one by one — a 403 on one resource fails only its row (see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_refused_403_from_its_first_request_stops_the_run() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 400,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(|_: &axum::http::Method, path: &str| {
+            if path.starts_with("/twilio/") {
+                crate::proxy::Fault::Refuse(403)
+            } else {
+                crate::proxy::Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let rows: String = (1..=300)
+        .map(|i| format!("suspend,twilio,{}\n", iccid(TWILIO_PREFIX, i)))
+        .collect();
+    let job = env.write_job("role.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env.run(&["run", "--yes", job.to_str().unwrap()]).await;
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("twilio") && text.contains("403"), "{text}");
+    assert!(
+        proxy.count(|s| s.path.starts_with("/twilio/")) < 50,
+        "the run went on being refused: {} requests",
+        proxy.count(|s| s.path.starts_with("/twilio/"))
+    );
+    assert!(
+        !env.results().iter().any(|r| r["outcome"] == "failed"),
+        "{text}"
     );
 }
