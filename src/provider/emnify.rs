@@ -38,6 +38,10 @@ pub struct Emnify {
     auth_token: RwLock<Option<String>>,
     authenticating: tokio::sync::Mutex<()>,
     token_worked: AtomicBool,
+    /// Held by each single-endpoint change: emnify asks that they run one at a time
+    /// ("Execute this operation sequentially", PATCH /api/v1/endpoint/{endpoint_id} in
+    /// emnify-bulk-endpoint.json).
+    endpoint_turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +157,7 @@ impl Emnify {
             auth_token: RwLock::new(None),
             authenticating: tokio::sync::Mutex::new(()),
             token_worked: AtomicBool::new(false),
+            endpoint_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -368,10 +373,16 @@ impl Emnify {
             (1, "Disabled")
         };
         let body = json!({"status": {"id": id, "description": name}});
+        self.patch_endpoint(endpoint_id, &body).await
+    }
+
+    /// One single-endpoint update, one at a time for the account (see `endpoint_turn`).
+    async fn patch_endpoint(&self, endpoint_id: &str, body: &Value) -> Result<(), ProviderError> {
+        let _turn = self.endpoint_turn.lock().await;
         self.call(
             Method::PATCH,
             &format!("/api/v1/endpoint/{endpoint_id}"),
-            Some(&body),
+            Some(body),
         )
         .await
         .map(drop)
@@ -420,14 +431,7 @@ impl Emnify {
             Some(sim) => json!(sim.parse::<u64>().map_or(json!(sim), |n| json!(n))),
             None => Value::Null,
         };
-        let body = json!({"sim": {"id": id}});
-        self.call(
-            Method::PATCH,
-            &format!("/api/v1/endpoint/{ep}"),
-            Some(&body),
-        )
-        .await
-        .map(drop)
+        self.patch_endpoint(ep, &json!({"sim": {"id": id}})).await
     }
 
     /// The eUICC with this EID and its operations, if any.

@@ -94,6 +94,9 @@ async fn gate(
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let label = format!("{} {route}", req.method());
+    let _route_in_flight = shared
+        .stats
+        .enter_route(format!("{} {label}", stand_in.name()));
     let response = guarded(&shared, stand_in.as_ref(), &route, req, next).await;
     shared
         .stats

@@ -34,6 +34,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "requests": snapshot.requests,
         "too_many_requests": snapshot.too_many_requests,
         "peak_in_flight": snapshot.peak_in_flight,
+        "peak_in_flight_by_route": snapshot.peak_in_flight_by_route,
         "faults": snapshot.faults,
         "limiters": limiters,
     }))

@@ -69,6 +69,8 @@ pub struct Stats {
     by_route: Mutex<BTreeMap<(String, String, u16), u64>>,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    /// Per `provider METHOD /route`: requests in flight now, and the most at once.
+    route_in_flight: Mutex<BTreeMap<String, (u64, u64)>>,
     too_many_requests: AtomicU64,
     faults: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -81,6 +83,8 @@ pub struct StatsSnapshot {
     pub per_provider: BTreeMap<String, u64>,
     pub too_many_requests: u64,
     pub peak_in_flight: u64,
+    /// The most requests of one route in flight at once, per `provider METHOD /route`.
+    pub peak_in_flight_by_route: BTreeMap<String, u64>,
     pub faults: BTreeMap<&'static str, u64>,
 }
 
@@ -102,7 +106,29 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
+/// Ends one request of a route in flight, however it ends.
+pub struct RouteGuard<'a>(&'a Stats, String);
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        let mut routes = self.0.route_in_flight.lock().expect("stats lock");
+        if let Some((now, _)) = routes.get_mut(&self.1) {
+            *now -= 1;
+        }
+    }
+}
+
 impl Stats {
+    /// One more request of `route` (`provider METHOD /route`) in flight, until the guard drops.
+    pub fn enter_route(&self, route: String) -> RouteGuard<'_> {
+        let mut routes = self.route_in_flight.lock().expect("stats lock");
+        let (now, peak) = routes.entry(route.clone()).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        drop(routes);
+        RouteGuard(self, route)
+    }
+
     pub fn enter(&self) -> InFlightGuard<'_> {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
@@ -153,6 +179,13 @@ impl Stats {
             per_provider,
             too_many_requests: self.too_many_requests.load(Ordering::Relaxed),
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
+            peak_in_flight_by_route: self
+                .route_in_flight
+                .lock()
+                .expect("stats lock")
+                .iter()
+                .map(|(route, (_, peak))| (route.clone(), *peak))
+                .collect(),
             faults: self.faults.lock().expect("stats lock").clone(),
         }
     }
@@ -163,5 +196,13 @@ impl Stats {
         self.too_many_requests.store(0, Ordering::Relaxed);
         self.peak_in_flight
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (now, peak) in self
+            .route_in_flight
+            .lock()
+            .expect("stats lock")
+            .values_mut()
+        {
+            *peak = *now;
+        }
     }
 }

@@ -360,3 +360,36 @@ async fn a_lane_refused_403_from_its_first_request_stops_the_run() {
         "{text}"
     );
 }
+
+/// emnify asks that single-endpoint updates run one at a time ("Execute this operation
+/// sequentially", PATCH /api/v1/endpoint/{endpoint_id} in emnify-bulk-endpoint.json): 40
+/// `disable-device` rows at `--rate 500` with 20 ms of latency never have two such PATCHes in
+/// flight at once, while their lookups run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emnify_endpoint_updates_go_one_at_a_time() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        faults: Faults {
+            latency: Latency {
+                base_ms: 20,
+                jitter_ms: 0,
+            },
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = (1..=40)
+        .map(|i| format!("disable-device,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("devices.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env
+        .run(&["run", "--yes", "--rate", "500", job.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stats = env.sb.stats().await;
+    let route = "emnify PATCH /emnify/api/v1/endpoint/{endpoint_id}";
+    let peak = &stats["peak_in_flight_by_route"][route];
+    assert_eq!(peak.as_u64(), Some(1), "{stats}");
+}
