@@ -254,10 +254,8 @@ impl Attempt<'_> {
         observed: &Observed,
     ) -> Result<(), RowEnd> {
         let provider = self.ctx.lane.provider();
-        let seen = prior
-            .and_then(|p| p.operations_seen)
-            .map_or(usize::MAX, |n| n as usize);
-        if let Some(reference) = provider.adopted_operation(row, observed, seen) {
+        let before = prior.and_then(|p| p.operations_before.as_deref());
+        if let Some(reference) = provider.adopted_operation(row, observed, before) {
             let after = prior.and_then(|p| p.after.clone()).unwrap_or_default();
             return Err(self.handoff(reference, after));
         }
@@ -321,7 +319,7 @@ impl Attempt<'_> {
         let mut marker = self.record.clone();
         marker.phase = Phase::Sending;
         marker.attempts = marker.attempts.max(1);
-        marker.operations_seen = Some(self.ctx.lane.provider().operations_seen(observed) as u32);
+        marker.operations_before = self.ctx.lane.provider().operations_before(observed);
         match self.ctx.writer.durable(index, marker).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.finish(
@@ -341,7 +339,7 @@ impl Attempt<'_> {
         move_target: Option<&str>,
     ) -> Result<Sent, RowEnd> {
         let (lane, policy) = (self.ctx.lane, self.ctx.policy);
-        let seen = lane.provider().operations_seen(observed);
+        let before = lane.provider().operations_before(observed);
         let mut failures = 0;
         loop {
             self.record.attempts += 1;
@@ -352,6 +350,10 @@ impl Attempt<'_> {
             if e.class == ErrorClass::Stopped {
                 // Not sent: the marker stays, and the next run reconciles whatever went before.
                 return Err(RowEnd::Stopped);
+            }
+            if e.class == ErrorClass::RateLimited {
+                // Refused unprocessed ("not now"): not an attempt at the change.
+                self.record.attempts -= 1;
             }
             let again = policy.again(&mut failures, &e);
             if !e.maybe_applied {
@@ -371,7 +373,9 @@ impl Attempt<'_> {
                     return Err(RowEnd::Stopped);
                 }
             }
-            *observed = self.read_back(row, &e, seen, after, move_target).await?;
+            *observed = self
+                .read_back(row, &e, before.as_deref(), after, move_target)
+                .await?;
             if again.is_none() {
                 self.record.http_status = e.http_status;
                 self.record.provider_code = e.code.clone();
@@ -393,7 +397,7 @@ impl Attempt<'_> {
         &mut self,
         row: &JobRow,
         sent_error: &ProviderError,
-        seen: usize,
+        before: Option<&str>,
         after: &str,
         move_target: Option<&str>,
     ) -> Result<Observed, RowEnd> {
@@ -403,7 +407,7 @@ impl Attempt<'_> {
             Err(read) if read.class == ErrorClass::Stopped => return Err(RowEnd::Stopped),
             Err(read) => return Err(self.unverified(sent_error, &read.to_string())),
         };
-        if let Some(reference) = provider.adopted_operation(row, &observed, seen) {
+        if let Some(reference) = provider.adopted_operation(row, &observed, before) {
             return Err(self.handoff(reference, after.to_string()));
         }
         if in_effect(provider, row, &observed, move_target) {

@@ -465,16 +465,32 @@ impl Emnify {
         }))
     }
 
+    /// The eUICC's whole operation history, oldest first. emnify pages it (100 per page by
+    /// default, with a cap it does not state) and states no order unless asked: so every page,
+    /// sorted by creation date, until one comes back short.
     async fn operations(&self, euicc_id: &str) -> Result<Vec<OperationState>, ProviderError> {
-        let ops: Vec<OperationWire> = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/euicc/{euicc_id}/operation?per_page=1000"),
-                None,
-            )
-            .await?
-            .json()?;
-        Ok(ops.into_iter().map(operation_state).collect())
+        let mut all = Vec::new();
+        for page in 1..=MAX_OPERATION_PAGES {
+            let ops: Vec<OperationWire> = self
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/api/v1/euicc/{euicc_id}/operation?sort=creation_date&page={page}&per_page={OPERATION_PAGE}"
+                    ),
+                    None,
+                )
+                .await?
+                .json()?;
+            let short = ops.len() < OPERATION_PAGE;
+            all.extend(ops.into_iter().map(operation_state));
+            if short {
+                return Ok(all);
+            }
+        }
+        Err(ProviderError::permanent(format!(
+            "eUICC {euicc_id} lists more than {} operations; simbatch cannot see them all",
+            MAX_OPERATION_PAGES as usize * OPERATION_PAGE
+        )))
     }
 
     /// Schedules one operation; its id.
@@ -626,23 +642,36 @@ impl Provider for EmnifyProvider {
         decide_euicc(op, euicc)
     }
 
-    fn operations_seen(&self, observed: &Observed) -> usize {
+    /// The operations are read whole and oldest first ([`Emnify::find_euicc`]): the last is
+    /// the newest.
+    fn operations_before(&self, observed: &Observed) -> Option<String> {
         match observed {
-            Observed::Euicc(e) => e.operations.len(),
-            _ => 0,
+            Observed::Euicc(e) => Some(e.operations.last().map_or(String::new(), |o| o.id.clone())),
+            _ => None,
         }
     }
 
-    /// An operation scheduled after the first `seen` that matches the row and is Scheduled or
-    /// Succeeded.
-    fn adopted_operation(&self, row: &JobRow, observed: &Observed, seen: usize) -> Option<String> {
-        let Observed::Euicc(e) = observed else {
+    /// An operation created after `before` (by id, in the whole history oldest first) that
+    /// matches the row and is Scheduled or Succeeded. When `before` is no longer in the
+    /// history (emnify expired it), every operation counts as newer.
+    fn adopted_operation(
+        &self,
+        row: &JobRow,
+        observed: &Observed,
+        before: Option<&str>,
+    ) -> Option<String> {
+        let (Observed::Euicc(e), Some(before)) = (observed, before) else {
             return None;
         };
         let (action, iccid, _) = operation_code(&row.operation);
+        let newer = e
+            .operations
+            .iter()
+            .position(|o| o.id == before)
+            .map_or(0, |at| at + 1);
         e.operations
             .iter()
-            .skip(seen)
+            .skip(newer)
             .find(|o| {
                 o.action == action
                     && o.iccid.as_deref() == iccid
@@ -659,6 +688,11 @@ impl Provider for EmnifyProvider {
         }
     }
 }
+
+/// Operations per page of an eUICC's history (emnify's default), and how many pages simbatch
+/// reads at most (a history longer than that is an error, not a guess).
+const OPERATION_PAGE: usize = 100;
+const MAX_OPERATION_PAGES: u32 = 1000;
 
 /// eUICC operation statuses (emnify's ids).
 const OP_SCHEDULED: u8 = 1;

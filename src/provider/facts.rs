@@ -87,19 +87,21 @@ pub trait Provider: Send + Sync {
         }
     }
 
-    /// How many operations the target shows now: kept in the "sending" marker, so that a
-    /// resume can tell an operation the interrupted attempt scheduled from older ones.
-    fn operations_seen(&self, _observed: &Observed) -> usize {
-        0
+    /// The newest operation the target shows now (its id; `""` for none), kept in the
+    /// "sending" marker so that a resume can tell an operation the interrupted attempt
+    /// scheduled from older ones; `None` for targets without operations.
+    fn operations_before(&self, _observed: &Observed) -> Option<String> {
+        None
     }
 
-    /// An operation scheduled after the first `seen` that is the row's own (an earlier attempt
-    /// got through): its reference, to confirm instead of scheduling another.
+    /// An operation created after `before` (the marker's [`Provider::operations_before`])
+    /// that is the row's own (an earlier attempt got through): its reference, to confirm
+    /// instead of scheduling another. `None` for `before` when no marker says what was there.
     fn adopted_operation(
         &self,
         _row: &JobRow,
         _observed: &Observed,
-        _seen: usize,
+        _before: Option<&str>,
     ) -> Option<String> {
         None
     }

@@ -209,6 +209,8 @@ impl Http {
         let headers = std::mem::take(response.headers_mut());
         if status != StatusCode::TOO_MANY_REQUESTS {
             self.gate.observe(&ticket, &headers);
+        }
+        if status.is_success() {
             self.gate.eased();
         }
         if status.is_redirection() {

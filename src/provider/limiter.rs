@@ -96,7 +96,7 @@ pub struct RateGate {
     /// Paces the lane by the limit the provider states, until its windows are followed.
     stated: std::sync::OnceLock<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
-    /// 429s without a `Retry-After` since the last answer that was not a 429, counted once
+    /// 429s without a `Retry-After` since the last successful answer, counted once
     /// per pause (the lane's own backoff: see [`RateGate::back_off`]).
     unexplained: AtomicU64,
     slowdowns: AtomicU64,
@@ -272,8 +272,8 @@ impl RateGate {
 
     /// After a 429 that says nothing of when to come back (neither Twilio nor emnify documents
     /// a `Retry-After`: provider-apis.md 1.7, 2.4; Twilio advises exponential backoff): the
-    /// lane pauses 1 s, doubling with each further 429 that follows a pause without an answer
-    /// in between that was not a 429, up to 60 s, with jitter (half to all of it). The 429s of
+    /// lane pauses 1 s, doubling with each further 429 that follows a pause without a success
+    /// in between, up to 60 s, with jitter (half to all of it). The 429s of
     /// requests that were already out when the pause began do not count again.
     pub fn back_off(&self) {
         let paused = self
@@ -291,7 +291,8 @@ impl RateGate {
         self.slow_down(ceiling.mul_f64(0.5 + fastrand::f64() / 2.0));
     }
 
-    /// An answer that was not a 429: the lane's own backoff starts again from its first step.
+    /// A successful answer: the lane's own backoff starts again from its first step (a 5xx
+    /// says nothing of the rate, so it does not).
     pub fn eased(&self) {
         self.unexplained.store(0, Ordering::Relaxed);
     }

@@ -264,6 +264,8 @@ struct Profile {
 #[derive(Debug, Clone)]
 struct Operation {
     id: String,
+    /// The order of creation (creation dates can tie).
+    seq: u64,
     action: u8,
     status: u8,
     created: DateTime<Utc>,
@@ -654,6 +656,8 @@ struct ListQuery {
     q: Option<String>,
     page: Option<i64>,
     per_page: Option<i64>,
+    #[serde(default)]
+    sort: Option<String>,
 }
 
 /// Parses `q=field:value,field:value` against the allowed fields.
@@ -1288,7 +1292,13 @@ async fn schedule_operations(
         inv.operations_created += 1;
         let validity = r.validity_period.unwrap_or(86_400) as u64;
         let mut op = Operation {
-            id: format!("0e000000-0000-4000-8000-{:012x}", inv.operations_created),
+            seq: inv.operations_created,
+            // UUIDs whose order says nothing of when they were made, as emnify's.
+            id: format!(
+                "{:08x}-0000-4000-8000-{:012x}",
+                (inv.operations_created as u32).wrapping_mul(0x9E37_79B9),
+                inv.operations_created
+            ),
             action: r.action.id.unwrap_or(0) as u8,
             status: 1,
             created,
@@ -1348,9 +1358,16 @@ async fn list_operations(
         Ok(e) => e,
         Err(r) => return r,
     };
-    let ops: Vec<Value> = inv.euiccs[e]
-        .operations
-        .iter()
+    // emnify states no order for this list, and its pages hold at most 100 (the default): in
+    // id order (UUIDs, unrelated to time) unless `sort` asks for the creation date.
+    let mut listed: Vec<&Operation> = inv.euiccs[e].operations.iter().collect();
+    match query.sort.as_deref() {
+        Some("creation_date") => listed.sort_by_key(|op| (op.created, op.seq)),
+        Some("-creation_date") => listed.sort_by_key(|op| std::cmp::Reverse((op.created, op.seq))),
+        _ => listed.sort_by(|a, b| a.id.cmp(&b.id)),
+    }
+    let ops: Vec<Value> = listed
+        .into_iter()
         .filter(|op| {
             filters.iter().all(|(f, v)| match *f {
                 "id" => op.id == *v,
@@ -1362,7 +1379,7 @@ async fn list_operations(
         })
         .map(operation_json)
         .collect();
-    let page = Page::clamp(query.page, query.per_page, 100, 1000, ops.len());
+    let page = Page::clamp(query.page, query.per_page, 100, 100, ops.len());
     let items = ops[page.range()].to_vec();
     paged(
         &headers,

@@ -25,7 +25,7 @@ const QUEUED_MS: u16 = 1 << 6;
 const LATENCY_MS: u16 = 1 << 7;
 const STARTED_AT: u16 = 1 << 8;
 const FINISHED_AT: u16 = 1 << 9;
-const OPERATIONS_SEEN: u16 = 1 << 10;
+const OPERATIONS_BEFORE: u16 = 1 << 10;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -70,7 +70,7 @@ pub fn encode(r: &RowRecord) -> Vec<u8> {
         (LATENCY_MS, r.latency_ms.is_some()),
         (STARTED_AT, r.started_at.is_some()),
         (FINISHED_AT, r.finished_at.is_some()),
-        (OPERATIONS_SEEN, r.operations_seen.is_some()),
+        (OPERATIONS_BEFORE, r.operations_before.is_some()),
     ];
     for (bit, present) in flags {
         if present {
@@ -93,8 +93,8 @@ pub fn encode(r: &RowRecord) -> Vec<u8> {
     for t in [&r.started_at, &r.finished_at].into_iter().flatten() {
         put_time(&mut out, t);
     }
-    if let Some(seen) = r.operations_seen {
-        put_varint(&mut out, u64::from(seen));
+    if let Some(before) = &r.operations_before {
+        put_str(&mut out, before);
     }
     out
 }
@@ -176,10 +176,7 @@ pub fn decode(bytes: &[u8]) -> Result<RowRecord, String> {
     let latency_ms = has(LATENCY_MS).then(|| r.varint()).transpose()?;
     let started_at = has(STARTED_AT).then(|| r.time()).transpose()?;
     let finished_at = has(FINISHED_AT).then(|| r.time()).transpose()?;
-    let operations_seen = match has(OPERATIONS_SEEN) {
-        true => Some(u32::try_from(r.varint()?).map_err(|_| "malformed operation count")?),
-        false => None,
-    };
+    let operations_before = string(OPERATIONS_BEFORE, &mut r)?;
     if r.at != bytes.len() {
         return Err("trailing bytes after the record".into());
     }
@@ -193,7 +190,7 @@ pub fn decode(bytes: &[u8]) -> Result<RowRecord, String> {
         http_status,
         provider_code,
         provider_ref,
-        operations_seen,
+        operations_before,
         queued_ms,
         latency_ms,
         started_at,
@@ -269,7 +266,7 @@ mod tests {
             http_status: Some(202),
             provider_code: Some("10015".into()),
             provider_ref: Some("2b7d3e1c-9f0a-4c55-8d1e-7f6a5b4c3d2e".into()),
-            operations_seen: Some(17),
+            operations_before: Some("6a09cdc3-8948-47f0-aa62-74ac943d6c58".into()),
             queued_ms: Some(0),
             latency_ms: Some(u64::MAX),
             started_at: DateTime::from_timestamp(1_795_000_000, 123_456_789),
@@ -288,10 +285,11 @@ mod tests {
             "{} bytes, as JSON {json}",
             bytes.len()
         );
-        // A typical finished row: no reason, no provider code.
+        // A typical finished row: no reason, no provider code, no eUICC marker field.
         let mut typical = full();
         typical.reason = None;
         typical.provider_code = None;
+        typical.operations_before = None;
         typical.latency_ms = Some(85);
         let (binary, json) = (
             encode(&typical).len(),

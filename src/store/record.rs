@@ -18,7 +18,7 @@ use crate::job::Action;
 /// 3: each run counts its commits, checked against the commit ledger beside the database.
 /// 4: a "sending" marker keeps the operations its target showed as a field of its own (it was
 /// smuggled through `provider_ref` as `ops-before:N`).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// A row's outcome (SPEC 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,9 +91,11 @@ pub struct RowRecord {
     pub provider_code: Option<String>,
     /// The provider's handle on an asynchronous change (Twilio SID, Telnyx action id, emnify operation id).
     pub provider_ref: Option<String>,
-    /// In a "sending" marker: how many operations the target showed before the change left
-    /// (an eUICC's), so that a resume can tell the operation it scheduled from older ones.
-    pub operations_seen: Option<u32>,
+    /// In a "sending" marker for an eUICC: the id of the newest operation it showed (by
+    /// creation date) before the change left, or `""` when it showed none — so that after a
+    /// lost answer or a crash the operation this row scheduled is told from older ones by id,
+    /// never by its position in a list.
+    pub operations_before: Option<String>,
     pub queued_ms: Option<u64>,
     pub latency_ms: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
@@ -113,7 +115,7 @@ impl RowRecord {
             http_status: None,
             provider_code: None,
             provider_ref: None,
-            operations_seen: None,
+            operations_before: None,
             queued_ms: None,
             latency_ms: None,
             started_at: Some(started_at),

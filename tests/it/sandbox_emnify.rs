@@ -534,8 +534,13 @@ async fn contradicting_operations_only_the_first_applies() {
         "the API does not check conflicts"
     );
     sb.settle().await;
+    // emnify states no order for this list unless `sort` asks for one.
     let ops = sb
-        .em(Method::GET, "/api/v1/euicc/1/operation", None)
+        .em(
+            Method::GET,
+            "/api/v1/euicc/1/operation?sort=creation_date",
+            None,
+        )
         .await
         .body;
     let statuses: Vec<&str> = ops

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use simbatch::sandbox::{Faults, Latency, LimitMode, SandboxConfig};
 
 use crate::sandbox_support::Sb;
@@ -315,4 +315,114 @@ fn the_cli_prints_its_address_first_and_serves() {
     child.wait().unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"requests_total\""));
+}
+
+/// The answers of the provider-truth switches, checked against the providers' documents: a
+/// Telnyx action that ended `interrupted` (SIMCardAction in telnyx-wireless.json) leaves the
+/// SIM where it was; an emnify delete refused with 403 (emnify-sim-endpoint-euicc.json); an
+/// eUICC's operations listed 100 to a page, sorted by creation date when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_truth_answers_follow_the_documents() {
+    use crate::sandbox_support::{assert_response, Provider};
+    let sb = Sb::start(faulty(Faults {
+        interrupt_async: 1.0,
+        ..Faults::default()
+    }))
+    .await;
+    let sim = simbatch::sandbox::telnyx::sim_id(1);
+    let started = sb
+        .tx(
+            Method::POST,
+            &format!("/v2/sim_cards/{sim}/actions/disable"),
+            None,
+        )
+        .await;
+    assert_eq!(started.status.as_u16(), 202, "{}", started.text);
+    let action = started.body["data"]["id"].as_str().unwrap().to_string();
+    sb.settle().await;
+    let ended = sb
+        .tx(Method::GET, &format!("/v2/sim_card_actions/{action}"), None)
+        .await;
+    assert_response(
+        Provider::Telnyx,
+        "/sim_card_actions/{id}",
+        "get",
+        200,
+        &ended.body,
+    );
+    assert_eq!(ended.body["data"]["status"]["value"], "interrupted");
+    let card = sb
+        .tx(Method::GET, &format!("/v2/sim_cards/{sim}"), None)
+        .await;
+    assert_eq!(card.body["data"]["status"]["value"], "enabled");
+    assert!(
+        sb.journal().await.is_empty(),
+        "an interrupted action changes nothing"
+    );
+
+    // emnify SIM 99 was sold: its delete is refused with 403 in emnify's error body (after the
+    // SIM is released from its endpoint, as emnify deletes only SIMs on none).
+    let sb = Sb::plain(100).await;
+    let released = sb
+        .em(
+            Method::PATCH,
+            "/api/v1/endpoint/99",
+            Some(json!({"sim": {"id": null}})),
+        )
+        .await;
+    assert_eq!(released.status.as_u16(), 204, "{}", released.text);
+    let refused = sb.em(Method::DELETE, "/api/v1/sim/99", None).await;
+    assert_eq!(refused.status.as_u16(), 403, "{}", refused.text);
+    assert_response(
+        Provider::Emnify,
+        "/api/v1/sim/{sim_id}",
+        "delete",
+        403,
+        &refused.body,
+    );
+
+    // 120 operations: 100 on the first page however many are asked for; by creation date
+    // when sorted so, and otherwise in an order unrelated to it.
+    let audit = json!([{"action": {"id": 1}, "validity_period": 86400}]);
+    for _ in 0..120 {
+        sb.em(
+            Method::POST,
+            "/api/v1/euicc/2/operation",
+            Some(audit.clone()),
+        )
+        .await;
+    }
+    let page = |query: &'static str| {
+        let sb = &sb;
+        async move {
+            let r = sb
+                .em(
+                    Method::GET,
+                    &format!("/api/v1/euicc/2/operation?{query}"),
+                    None,
+                )
+                .await;
+            assert_response(
+                Provider::Emnify,
+                "/api/v1/euicc/{euicc_id}/operation",
+                "get",
+                200,
+                &r.body,
+            );
+            r.body.as_array().unwrap().clone()
+        }
+    };
+    assert_eq!(page("per_page=1000").await.len(), 100);
+    let sorted = page("sort=creation_date&page=1").await;
+    let dates: Vec<&str> = sorted
+        .iter()
+        .map(|o| o["creation_date"].as_str().unwrap())
+        .collect();
+    assert!(dates.windows(2).all(|w| w[0] <= w[1]), "{dates:?}");
+    let unsorted: Vec<Value> = page("page=1").await;
+    assert_ne!(
+        unsorted.iter().map(|o| &o["id"]).collect::<Vec<_>>(),
+        sorted.iter().map(|o| &o["id"]).collect::<Vec<_>>(),
+        "without `sort` the list is not in creation order"
+    );
 }

@@ -131,6 +131,16 @@ async fn every_fault_kind_alone_and_all_together() {
         ),
         ("rate limits", LimitMode::Scaled(0.5), faults(|_| {})),
         (
+            "429s without Retry-After",
+            LimitMode::Scaled(0.5),
+            faults(|f| f.no_retry_after = true),
+        ),
+        (
+            "interrupted Telnyx actions",
+            LimitMode::Off,
+            faults(|f| f.interrupt_async = 0.2),
+        ),
+        (
             "everything at once",
             LimitMode::Scaled(0.5),
             faults(|f| {
@@ -142,6 +152,7 @@ async fn every_fault_kind_alone_and_all_together() {
                 f.timeout_rate = 0.02;
                 f.reset_rate = 0.05;
                 f.fail_async = 0.1;
+                f.interrupt_async = 0.1;
             }),
         ),
     ];

@@ -393,3 +393,79 @@ async fn emnify_endpoint_updates_go_one_at_a_time() {
     let peak = &stats["peak_in_flight_by_route"][route];
     assert_eq!(peak.as_u64(), Some(1), "{stats}");
 }
+
+/// An eUICC's operation history is read whole: emnify pages it (100 by default, with a cap it
+/// does not state) and states no order. With 120 audits on record, a profile download whose
+/// answer is lost (a 502 page after emnify scheduled it) is found on read-back as the one
+/// operation after those the row saw before sending — never sent a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_operation_history_is_read_whole_before_anything_is_sent_again() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let audit = serde_json::json!([{"action": {"id": 1}, "validity_period": 86400}]);
+    for _ in 0..120 {
+        let r = env
+            .sb
+            .em(
+                axum::http::Method::POST,
+                "/api/v1/euicc/4/operation",
+                Some(audit.clone()),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+    }
+    env.sb.settle().await;
+    let _proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        crate::proxy::on_changes(|| crate::proxy::Fault::AppliedThenGateway(502)),
+    )
+    .await;
+    env.point_at(&_proxy.base);
+    let job = env.write_job(
+        "download.csv",
+        &format!(
+            "action,provider,eid,activation_code,enable,rollback\n\
+             profile-download,emnify,{},1$smdp.example.com$M-4,true,false\n",
+            simbatch::sandbox::inventory::eid(4)
+        ),
+    );
+    let output = env
+        .run(&[
+            "run",
+            "--yes",
+            "--wait-timeout",
+            "60s",
+            job.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(
+        env.results()[0]["outcome"],
+        "succeeded",
+        "{}",
+        show(&output)
+    );
+    let mut downloads = 0;
+    for page in 1..=2 {
+        let ops = env
+            .sb
+            .em(
+                axum::http::Method::GET,
+                &format!("/api/v1/euicc/4/operation?page={page}"),
+                None,
+            )
+            .await;
+        downloads += ops
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["action"]["id"] == 2)
+            .count();
+    }
+    assert_eq!(downloads, 1, "the download was scheduled more than once");
+}
