@@ -70,6 +70,18 @@ struct Data<T> {
     data: T,
 }
 
+#[derive(Deserialize)]
+struct Meta {
+    total_pages: u64,
+}
+
+/// One page of a Telnyx list: its items and how many pages there are.
+#[derive(Deserialize)]
+struct Listed<T> {
+    data: Vec<T>,
+    meta: Meta,
+}
+
 fn refusal(r: Refused) -> ProviderError {
     let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let first = &body["errors"][0];
@@ -140,28 +152,22 @@ impl Telnyx {
         Ok(list.data.into_iter().find(|s| s.iccid == iccid).map(state))
     }
 
+    /// One page of a list at `path` (which carries the page number and size).
+    async fn listed<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Listed<T>, ProviderError> {
+        self.call(Method::GET, path, None).await?.json()
+    }
+
     /// One page of SIM cards (250 each): (ICCID, state) pairs and the number of pages.
     pub async fn sim_page(
         &self,
         page: u64,
     ) -> Result<(Vec<(String, SimState)>, u64), ProviderError> {
-        #[derive(Deserialize)]
-        struct Meta {
-            total_pages: u64,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            data: Vec<SimCard>,
-            meta: Meta,
-        }
-        let p: Page = self
-            .call(
-                Method::GET,
-                &format!("/v2/sim_cards?page[number]={page}&page[size]=250"),
-                None,
-            )
-            .await?
-            .json()?;
+        let p: Listed<SimCard> = self
+            .listed(&format!("/v2/sim_cards?page[number]={page}&page[size]=250"))
+            .await?;
         Ok((
             p.data
                 .into_iter()
@@ -171,28 +177,17 @@ impl Telnyx {
         ))
     }
 
-    /// Every SIM card action with `status` (`in-progress`, `failed`): id → reason.
-    pub async fn actions_with_status(
-        &self,
-        status: &str,
-    ) -> Result<Vec<(String, Option<String>)>, ProviderError> {
-        #[derive(Deserialize)]
-        struct Meta {
-            total_pages: u64,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            data: Vec<SimCardAction>,
-            meta: Meta,
-        }
-        let mut out = Vec::new();
+    /// The ids of the SIM card actions still in progress.
+    pub async fn actions_in_progress(&self) -> Result<HashSet<String>, ProviderError> {
+        let mut out = HashSet::new();
         let mut page = 1;
         loop {
-            let p: Page = self
-                .call(Method::GET, &format!("/v2/sim_card_actions?filter[status]={status}&page[number]={page}&page[size]=250"), None)
-                .await?
-                .json()?;
-            out.extend(p.data.into_iter().map(|a| (a.id, a.status.reason)));
+            let p: Listed<SimCardAction> = self
+                .listed(&format!(
+                    "/v2/sim_card_actions?filter[status]=in-progress&page[number]={page}&page[size]=250"
+                ))
+                .await?;
+            out.extend(p.data.into_iter().map(|a| a.id));
             if page >= p.meta.total_pages {
                 return Ok(out);
             }
@@ -283,28 +278,14 @@ impl Telnyx {
         status: &str,
         budget: u64,
     ) -> Result<Option<HashSet<String>>, ProviderError> {
-        #[derive(Deserialize)]
-        struct Meta {
-            total_pages: u64,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            data: Vec<SimCard>,
-            meta: Meta,
-        }
         let mut ids = HashSet::new();
         let mut page = 1;
         loop {
-            let p: Page = self
-                .call(
-                    Method::GET,
-                    &format!(
-                        "/v2/sim_cards?filter[status]={status}&page[number]={page}&page[size]=250"
-                    ),
-                    None,
-                )
-                .await?
-                .json()?;
+            let p: Listed<SimCard> = self
+                .listed(&format!(
+                    "/v2/sim_cards?filter[status]={status}&page[number]={page}&page[size]=250"
+                ))
+                .await?;
             if p.meta.total_pages > budget {
                 return Ok(None);
             }
@@ -644,12 +625,7 @@ impl Account for Telnyx {
     /// a row whose SIM does not show the target is read one by one, for Telnyx's reason.
     fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
         Box::pin(async move {
-            let in_progress: HashSet<String> = self
-                .actions_with_status("in-progress")
-                .await?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let in_progress = self.actions_in_progress().await?;
             let ended = |reference: &str| {
                 let action = reference.split_once('@').map_or(reference, |(a, _)| a);
                 !in_progress.contains(action)
