@@ -163,6 +163,28 @@ impl Sb {
             .unwrap()
     }
 
+    /// Every operation of emnify eUICC `k`, oldest first (all pages).
+    pub async fn euicc_operations(&self, k: u64) -> Vec<Value> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let path = format!("/api/v1/euicc/{k}/operation?sort=creation_date&page={page}");
+            let ops = self.em(Method::GET, &path, None).await.body;
+            let ops = ops.as_array().expect("an operation list").clone();
+            let short = ops.len() < 100;
+            all.extend(ops);
+            if short {
+                break;
+            }
+        }
+        all
+    }
+
+    /// How many profile downloads emnify eUICC `k` was sent.
+    pub async fn downloads(&self, k: u64) -> usize {
+        let ops = self.euicc_operations(k).await;
+        ops.iter().filter(|o| o["action"]["id"] == 2).count()
+    }
+
     /// Waits until asynchronous changes have settled.
     pub async fn settle(&self) {
         tokio::time::sleep(self.sandbox.shared.config.async_delay + Duration::from_millis(30))

@@ -449,23 +449,9 @@ async fn a_long_operation_history_is_read_whole_before_anything_is_sent_again() 
         "{}",
         show(&output)
     );
-    let mut downloads = 0;
-    for page in 1..=2 {
-        let ops = env
-            .sb
-            .em(
-                axum::http::Method::GET,
-                &format!("/api/v1/euicc/4/operation?page={page}"),
-                None,
-            )
-            .await;
-        downloads += ops
-            .body
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["action"]["id"] == 2)
-            .count();
-    }
-    assert_eq!(downloads, 1, "the download was scheduled more than once");
+    assert_eq!(
+        env.sb.downloads(4).await,
+        1,
+        "the download was scheduled more than once"
+    );
 }

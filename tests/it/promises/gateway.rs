@@ -77,22 +77,8 @@ async fn applied_exactly_once(fault: fn(usize) -> Fault, what: &str) {
     assert_eq!(by_target.len(), 12, "{what}: {by_target:?}");
     assert!(by_target.values().all(|n| *n == 1), "{what}: {by_target:?}");
     for k in [1, 2, 3] {
-        let ops = env
-            .sb
-            .em(
-                Method::GET,
-                &format!("/api/v1/euicc/{k}/operation?per_page=100"),
-                None,
-            )
-            .await;
-        let downloads = ops
-            .body
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["action"]["id"] == 2)
-            .count();
-        assert_eq!(downloads, 1, "{what}: eUICC {k}: {}", ops.text);
+        let downloads = env.sb.downloads(k).await;
+        assert_eq!(downloads, 1, "{what}: eUICC {k}");
     }
     assert!(
         proxy.count(|s| is_change(&s.method, &s.path)) >= 12,
