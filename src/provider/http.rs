@@ -219,6 +219,7 @@ impl Http {
         let cap = if read { MAX_READ_BODY } else { MAX_CHANGE_BODY };
         let body = read_capped(&mut response, cap, !read).await?;
         if status == StatusCode::TOO_MANY_REQUESTS {
+            self.gate.widen();
             match retry_after(&headers) {
                 Some(after) => self.gate.slow_down(after),
                 None => self.gate.back_off(),

@@ -26,6 +26,10 @@ tokio::task_local! {
 /// The lane's first pause after a 429 without `Retry-After`, and the longest.
 const BACK_OFF_FIRST: Duration = Duration::from_secs(1);
 const BACK_OFF_CAP: Duration = Duration::from_secs(60);
+/// The slowed pace of a lane without a rate of its own starts from this spacing; it never
+/// exceeds the cap.
+const SPACING_FLOOR: Duration = Duration::from_millis(10);
+const SPACING_CAP: Duration = Duration::from_secs(5);
 
 /// A lane's limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +103,11 @@ pub struct RateGate {
     /// 429s without a `Retry-After` since the last successful answer, counted once
     /// per pause (the lane's own backoff: see [`RateGate::back_off`]).
     unexplained: AtomicU64,
+    /// After 429s, the lane's own pace: requests at least this far apart, and when the next
+    /// may leave (see [`RateGate::widen`]).
+    spacing: Mutex<Option<(Duration, Instant)>>,
+    /// 1 / the lane's rate, where it has one: where the spacing starts from and returns to.
+    pace: Option<Duration>,
     slowdowns: AtomicU64,
     /// Set once by [`RateGate::close`].
     closed: crate::latch::Latch,
@@ -119,6 +128,10 @@ impl RateGate {
             stated: std::sync::OnceLock::new(),
             paused_until: Mutex::new(None),
             unexplained: AtomicU64::new(0),
+            spacing: Mutex::new(None),
+            pace: limits
+                .rate
+                .map(|(rate, _)| Duration::from_secs_f64(1.0 / rate)),
             slowdowns: AtomicU64::new(0),
             closed: crate::latch::Latch::default(),
         }
@@ -164,6 +177,9 @@ impl RateGate {
                 }
                 _ => break,
             }
+        }
+        if let Some(slot) = self.slot() {
+            tokio::time::sleep_until(slot.into()).await;
         }
         let row = match &self.row_slots {
             Some(s) if for_row => Some(s.acquire().await.expect("the semaphore is never closed")),
@@ -292,9 +308,43 @@ impl RateGate {
     }
 
     /// A successful answer: the lane's own backoff starts again from its first step (a 5xx
-    /// says nothing of the rate, so it does not).
+    /// says nothing of the rate, so it does not), and its pace recovers a tenth.
     pub fn eased(&self) {
         self.unexplained.store(0, Ordering::Relaxed);
+        let mut spacing = self.spacing.lock().expect("spacing lock");
+        if let Some((interval, next)) = *spacing {
+            let interval = interval.mul_f64(0.9);
+            *spacing = (interval > self.pace.unwrap_or(SPACING_FLOOR)).then_some((interval, next));
+        }
+    }
+
+    /// After a 429 (before its pause is set): a pause alone would let every waiting request
+    /// leave at once when it ends, into the next 429 — and, at emnify, each refused request
+    /// still counts against the 5-minute per-IP limit. So the lane also slows its pace: its
+    /// requests at least twice its usual spacing apart, doubling with each 429 that comes
+    /// after a pause has ended (up to 5 s), easing back a tenth with each success.
+    pub fn widen(&self) {
+        let paused = self
+            .paused_until
+            .lock()
+            .expect("pause lock")
+            .is_some_and(|p| p > Instant::now());
+        let mut spacing = self.spacing.lock().expect("spacing lock");
+        let interval = match *spacing {
+            Some((_, _)) if paused => return,
+            Some((interval, _)) => interval * 2,
+            None => self.pace.unwrap_or(SPACING_FLOOR) * 2,
+        };
+        *spacing = Some((interval.min(SPACING_CAP), Instant::now()));
+    }
+
+    /// The instant this request may leave under the lane's slowed pace, if it is slowed.
+    fn slot(&self) -> Option<Instant> {
+        let mut spacing = self.spacing.lock().expect("spacing lock");
+        let (interval, next) = spacing.as_mut()?;
+        let slot = (*next).max(Instant::now());
+        *next = slot + *interval;
+        Some(slot)
     }
 
     pub fn slowdowns(&self) -> u64 {
@@ -450,6 +500,32 @@ mod tests {
         }
         assert!(pause(&gate) <= BACK_OFF_CAP);
         assert!(pause(&gate) >= BACK_OFF_CAP / 2 - Duration::from_millis(100));
+    }
+
+    #[test]
+    fn after_a_429_requests_leave_spaced_and_the_pace_recovers_with_successes() {
+        let gate = RateGate::new(LaneLimits {
+            rate: Some((100.0, 1)),
+            max_in_flight: None,
+            window: None,
+        });
+        assert_eq!(gate.slot(), None, "not slowed before a 429");
+        gate.widen();
+        let first = gate.slot().unwrap();
+        let second = gate.slot().unwrap();
+        assert_eq!(
+            second - first,
+            Duration::from_millis(20),
+            "twice the 10 ms pace"
+        );
+        gate.widen();
+        let third = gate.slot().unwrap();
+        let fourth = gate.slot().unwrap();
+        assert_eq!(fourth - third, Duration::from_millis(40));
+        for _ in 0..20 {
+            gate.eased();
+        }
+        assert_eq!(gate.slot(), None, "back to the lane's own pace");
     }
 
     #[tokio::test]
