@@ -428,7 +428,7 @@ impl Emnify {
     /// Puts `sim` on endpoint `ep`, or releases its SIM (`None`).
     async fn assign(&self, ep: &str, sim: Option<&str>) -> Result<(), ProviderError> {
         let id = match sim {
-            Some(sim) => json!(sim.parse::<u64>().map_or(json!(sim), |n| json!(n))),
+            Some(sim) => sim.parse::<u64>().map_or_else(|_| json!(sim), |n| json!(n)),
             None => Value::Null,
         };
         self.patch_endpoint(ep, &json!({"sim": {"id": id}})).await

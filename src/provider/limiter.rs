@@ -292,11 +292,7 @@ impl RateGate {
     /// in between, up to 60 s, with jitter (half to all of it). The 429s of
     /// requests that were already out when the pause began do not count again.
     pub fn back_off(&self) {
-        let paused = self
-            .paused_until
-            .lock()
-            .expect("pause lock")
-            .is_some_and(|p| p > Instant::now());
+        let paused = self.paused();
         let streak = match paused {
             true => self.unexplained.load(Ordering::Relaxed).saturating_sub(1),
             false => self.unexplained.fetch_add(1, Ordering::Relaxed),
@@ -324,11 +320,7 @@ impl RateGate {
     /// requests at least twice its usual spacing apart, doubling with each 429 that comes
     /// after a pause has ended (up to 5 s), easing back a tenth with each success.
     pub fn widen(&self) {
-        let paused = self
-            .paused_until
-            .lock()
-            .expect("pause lock")
-            .is_some_and(|p| p > Instant::now());
+        let paused = self.paused();
         let mut spacing = self.spacing.lock().expect("spacing lock");
         let interval = match *spacing {
             Some((_, _)) if paused => return,
@@ -336,6 +328,14 @@ impl RateGate {
             None => self.pace.unwrap_or(SPACING_FLOOR) * 2,
         };
         *spacing = Some((interval.min(SPACING_CAP), Instant::now()));
+    }
+
+    /// Whether a pause after a 429 is under way.
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .expect("pause lock")
+            .is_some_and(|p| p > Instant::now())
     }
 
     /// The instant this request may leave under the lane's slowed pace, if it is slowed.

@@ -98,6 +98,14 @@ fn refusal(r: Refused) -> ProviderError {
     e
 }
 
+/// A status change's reference, `action@sim` (older ones carry the action's id alone).
+fn action_and_sim(reference: &str) -> (&str, Option<&str>) {
+    match reference.split_once('@') {
+        Some((action, sim)) => (action, Some(sim)),
+        None => (reference, None),
+    }
+}
+
 const TRANSITIONAL: [&str; 4] = ["registering", "enabling", "disabling", "setting_standby"];
 
 fn state(sim: SimCard) -> SimState {
@@ -220,7 +228,7 @@ impl Telnyx {
         reference: &str,
         target: &str,
     ) -> Result<Polled, ProviderError> {
-        let action_id = reference.split_once('@').map_or(reference, |(a, _)| a);
+        let (action_id, _) = action_and_sim(reference);
         let action: Data<SimCardAction> = self
             .call(
                 Method::GET,
@@ -250,13 +258,18 @@ impl Telnyx {
         }
     }
 
-    /// Whether the SIM shows `target` now that its action completed.
-    async fn shows(&self, sim_id: &str, target: &str) -> Result<Polled, ProviderError> {
+    /// One SIM card, by id.
+    async fn sim(&self, sim_id: &str) -> Result<SimState, ProviderError> {
         let sim: Data<SimCard> = self
             .call(Method::GET, &format!("/v2/sim_cards/{sim_id}"), None)
             .await?
             .json()?;
-        let sim = state(sim.data);
+        Ok(state(sim.data))
+    }
+
+    /// Whether the SIM shows `target` now that its action completed.
+    async fn shows(&self, sim_id: &str, target: &str) -> Result<Polled, ProviderError> {
+        let sim = self.sim(sim_id).await?;
         Ok(if !sim.settled {
             Polled::Waiting
         } else if sim.status == target {
@@ -426,11 +439,7 @@ impl Telnyx {
 
     /// Reads a SIM until it settles; its status.
     pub async fn poll_settled(&self, sim_id: &str) -> Result<Polled, ProviderError> {
-        let sim: Data<SimCard> = self
-            .call(Method::GET, &format!("/v2/sim_cards/{sim_id}"), None)
-            .await?
-            .json()?;
-        let s = state(sim.data);
+        let s = self.sim(sim_id).await?;
         Ok(if s.settled {
             Polled::Done { after: s.status }
         } else {
@@ -627,7 +636,7 @@ impl Account for Telnyx {
         Box::pin(async move {
             let in_progress = self.actions_in_progress().await?;
             let ended = |reference: &str| {
-                let action = reference.split_once('@').map_or(reference, |(a, _)| a);
+                let (action, _) = action_and_sim(reference);
                 !in_progress.contains(action)
             };
             let mut shown: HashMap<&str, Option<HashSet<String>>> = HashMap::new();
@@ -647,7 +656,7 @@ impl Account for Telnyx {
                     out.push(Polled::Waiting);
                     continue;
                 }
-                let sim = reference.split_once('@').map(|(_, sim)| sim);
+                let (_, sim) = action_and_sim(reference);
                 let listed = shown.get(after.as_str()).and_then(Option::as_ref);
                 out.push(match (sim, listed) {
                     (Some(sim), Some(ids)) if ids.contains(sim) => Polled::Done {
