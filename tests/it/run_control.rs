@@ -132,10 +132,15 @@ async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
     let path = env.write_job("job.csv", &suspensions("emnify", EMNIFY_PREFIX, 200));
     let args = ["run", "--rate", "40", path.to_str().unwrap()];
     let child = spawn_and_wait_for_requests(&env, &args).await;
-    // Some rows applied (an event, not a wait: on a busy machine 500 ms was not always enough
-    // for the first row's change, and after Ctrl-C no new change leaves).
+    // Some rows applied, the first among them (an event, not a wait: on a busy machine 500 ms
+    // was not always enough for the first row's change, and after Ctrl-C no new change
+    // leaves). Counting changes alone was not enough either: the rows waiting for the
+    // listing's page are woken in no particular order, so twenty changes did not always
+    // include the first row's.
+    let first_sim = inventory::iccid(EMNIFY_PREFIX, 1);
     for _ in 0..3000 {
-        if env.sb.journal().await.len() >= 20 {
+        let journal = env.sb.journal().await;
+        if journal.len() >= 20 && journal.iter().any(|e| e["target"] == first_sim.as_str()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
