@@ -72,6 +72,10 @@ fn row(n: u64, kind: ProviderKind, action: Action) -> JobRow {
             profile_iccid: profile(),
             validity_period,
         },
+        // The sandbox gives SIM i endpoint i.
+        Action::Attach => Operation::Attach {
+            target: n.to_string(),
+        },
     };
     let target = match action.target_kind() {
         simbatch::job::TargetKind::Sim => Target::Sim {

@@ -80,10 +80,13 @@ pub enum Action {
     ProfileEnable,
     ProfileFallback,
     ProfileDelete,
+    /// Puts a SIM on a device (emnify endpoint): what `revert.csv` writes for a device that a
+    /// refused delete left without its SIM.
+    Attach,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Activate,
         Action::Suspend,
         Action::Standby,
@@ -97,6 +100,7 @@ impl Action {
         Action::ProfileEnable,
         Action::ProfileFallback,
         Action::ProfileDelete,
+        Action::Attach,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +118,7 @@ impl Action {
             Action::ProfileEnable => "profile-enable",
             Action::ProfileFallback => "profile-fallback",
             Action::ProfileDelete => "profile-delete",
+            Action::Attach => "attach",
         }
     }
 
@@ -234,6 +239,10 @@ pub enum Operation {
         profile_iccid: Iccid,
         validity_period: u32,
     },
+    /// The SIM onto device (endpoint) `target`.
+    Attach {
+        target: String,
+    },
 }
 
 impl Operation {
@@ -252,6 +261,7 @@ impl Operation {
             Operation::ProfileEnable { .. } => Action::ProfileEnable,
             Operation::ProfileFallback { .. } => Action::ProfileFallback,
             Operation::ProfileDelete { .. } => Action::ProfileDelete,
+            Operation::Attach { .. } => Action::Attach,
         }
     }
 }

@@ -115,7 +115,7 @@ fn applies(col: Column, action: Action, kind: ProviderKind) -> bool {
         Column::Enable => matches!(action, ProfileDownload | ProfileEnable),
         Column::Rollback => matches!(action, ProfileDownload | ProfileEnable),
         Column::ValidityPeriod => action.target_kind() == TargetKind::Euicc,
-        Column::Target => action == Move,
+        Column::Target => matches!(action, Move | Attach),
         Column::RegistrationCode => action == Register,
         Column::ReportLost => action == Delete && facts.delete_reports_lost(),
         _ => true,
@@ -365,6 +365,18 @@ fn build_operation(
             let target = check.required(Column::Target, action)?;
             check_move_target(check, kind, target)?;
             Operation::Move {
+                target: target.to_string(),
+            }
+        }
+        Action::Attach => {
+            let target = check.required(Column::Target, action)?;
+            if let Some(why) = provider_of(kind).device_id_problem(target) {
+                check.error(format!(
+                    "target: `{target}` is not a device id for {kind} ({why})"
+                ));
+                return None;
+            }
+            Operation::Attach {
                 target: target.to_string(),
             }
         }

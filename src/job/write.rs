@@ -52,7 +52,9 @@ pub fn row_values(row: &JobRow) -> [Option<String>; Column::COUNT] {
                 set(Column::ReportLost, "true".into());
             }
         }
-        Operation::Move { target } => set(Column::Target, target.clone()),
+        Operation::Move { target } | Operation::Attach { target } => {
+            set(Column::Target, target.clone())
+        }
         Operation::Register { registration_code } => {
             set(Column::RegistrationCode, registration_code.clone())
         }

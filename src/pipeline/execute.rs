@@ -105,6 +105,9 @@ impl Attempt<'_> {
                 )),
             )
         } else {
+            // Not the state the row aimed at: what the failed call left, if it says (else the
+            // target is as `before` says).
+            self.record.after = e.left.clone();
             self.finish(Outcome::Failed, Some(gave_up))
         }
     }

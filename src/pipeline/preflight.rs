@@ -100,6 +100,16 @@ fn decide_sim(
                 Some((_, device_status)) => Decision::send(Some(device_status), want),
             }
         }
+        Operation::Attach { target } => match &sim.device {
+            None => Decision::send(Some("none"), target),
+            Some((device, _)) if device == target => {
+                Decision::skip(format!("already on device {target}"), device)
+            }
+            Some((device, _)) => Decision::fail(
+                format!("the SIM is on device {device}, not {target}; it is not moved between devices"),
+                Some(device),
+            ),
+        },
         Operation::Delete { .. } => {
             if provider.shows_deleted(sim) {
                 Decision::skip("already deleted", status)

@@ -111,6 +111,15 @@ const SIM_STATUS: [&str; 5] = [
 ];
 const ENDPOINT_STATUS: [&str; 3] = ["Enabled", "Disabled", "Deleted"];
 
+/// emnify's ids (SIM, endpoint, organisation) are integers.
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The `after` of a delete row whose device was left without its SIM (see
+/// [`Emnify::delete_sim`]), followed by the endpoint id; `revert.csv` turns it into `attach`.
+const DETACHED_FROM: &str = "detached from endpoint ";
+
 /// emnify's numeric SIM status id for a status wording.
 pub fn sim_status_id(name: &str) -> Option<u8> {
     SIM_STATUS.iter().position(|s| *s == name).map(|i| i as u8)
@@ -412,16 +421,21 @@ impl Emnify {
             return Err(refused);
         };
         let mut e = refused.clone();
-        e.message = match self.assign(ep, Some(sim_id)).await {
-            Ok(()) => format!(
-                "{}; the SIM was released from endpoint {ep} for the delete and put back on endpoint {ep}",
-                refused.message
-            ),
-            Err(back) => format!(
-                "{}; the device is detached: endpoint {ep} has no SIM (it was released for the delete, and putting SIM {sim_id} back failed: {back})",
-                refused.message
-            ),
-        };
+        match self.assign(ep, Some(sim_id)).await {
+            Ok(()) => {
+                e.message = format!(
+                    "{}; the SIM was released from endpoint {ep} for the delete and put back on endpoint {ep}",
+                    refused.message
+                )
+            }
+            Err(back) => {
+                e.message = format!(
+                    "{}; the device is detached: endpoint {ep} has no SIM (it was released for the delete, and putting SIM {sim_id} back failed: {back}); revert.csv re-attaches it",
+                    refused.message
+                );
+                e.left = Some(format!("{DETACHED_FROM}{ep}"));
+            }
+        }
         Err(e)
     }
 
@@ -602,8 +616,19 @@ impl Provider for EmnifyProvider {
     }
 
     fn move_target_problem(&self, target: &str) -> Option<&'static str> {
-        (!target.bytes().all(|b| b.is_ascii_digit()) || target.len() > 18)
-            .then_some("an emnify organisation id is a number")
+        (!is_id(target)).then_some("an emnify organisation id is a number")
+    }
+
+    fn device_id_problem(&self, target: &str) -> Option<&'static str> {
+        (!is_id(target)).then_some("an emnify endpoint id is a number")
+    }
+
+    /// A device that a refused delete left without its SIM gets it back.
+    fn repairs(&self, left: &str) -> Option<Operation> {
+        let endpoint = left.strip_prefix(DETACHED_FROM).filter(|e| is_id(e))?;
+        Some(Operation::Attach {
+            target: endpoint.to_string(),
+        })
     }
 
     fn target_status(&self, op: &Operation) -> Option<&'static str> {
@@ -635,7 +660,10 @@ impl Provider for EmnifyProvider {
 
     /// The SIM listing does not show an endpoint's status: device rows are read live.
     fn listing_shows(&self, action: Action) -> bool {
-        !matches!(action, Action::EnableDevice | Action::DisableDevice)
+        !matches!(
+            action,
+            Action::EnableDevice | Action::DisableDevice | Action::Attach
+        )
     }
 
     fn decide_euicc(&self, op: &Operation, euicc: &EuiccState) -> Decision {
@@ -904,6 +932,12 @@ impl Account for Emnify {
                     self.set_endpoint_status(&device.0, enable).await?;
                     Ok(Sent::Done {
                         after: after.into(),
+                    })
+                }
+                Operation::Attach { target } => {
+                    self.assign(target, Some(&sim_id()?)).await?;
+                    Ok(Sent::Done {
+                        after: target.clone(),
                     })
                 }
                 Operation::Delete { .. } => {

@@ -39,6 +39,10 @@ pub struct ProviderError {
     /// The request may have been applied although its answer says otherwise or never came
     /// (reset, timeout, 5xx, a 2xx body that cannot be read).
     pub maybe_applied: bool,
+    /// The target's state as the failed call left it, when that is neither its state before
+    /// nor the one asked for (an emnify device left without its SIM by a refused delete); it
+    /// becomes the row's `after`, and `revert.csv` undoes it.
+    pub left: Option<String>,
 }
 
 impl ProviderError {
@@ -50,6 +54,7 @@ impl ProviderError {
             message: message.into(),
             retry_after: None,
             maybe_applied: false,
+            left: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl ProviderError {
             message: super::redact::clean(&message.into()),
             retry_after: None,
             maybe_applied: true,
+            left: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl ProviderError {
             message: "not sent: the run is stopping".into(),
             retry_after: None,
             maybe_applied: false,
+            left: None,
         }
     }
 
@@ -141,6 +148,7 @@ pub fn from_status(
         // A 5xx may come from a gateway after the provider applied the change; 408 and 429
         // say the request was not processed.
         maybe_applied: (500..=599).contains(&status),
+        left: None,
     }
 }
 
@@ -165,6 +173,7 @@ pub fn from_transport(err: &reqwest::Error) -> ProviderError {
         message,
         retry_after: None,
         maybe_applied,
+        left: None,
     }
 }
 

@@ -35,6 +35,12 @@ pub trait Provider: Send + Sync {
     /// Why `target` is not a `move` target in this provider's form, if it is not.
     fn move_target_problem(&self, target: &str) -> Option<&'static str>;
 
+    /// Why `target` is not a device (endpoint) id in this provider's form, if it is not
+    /// (`attach`; only providers with devices support it).
+    fn device_id_problem(&self, _target: &str) -> Option<&'static str> {
+        None
+    }
+
     /// Why `code` is not a `register` code in this provider's form, if it is not.
     fn registration_code_problem(&self, code: &str) -> Option<&'static str> {
         (!code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
@@ -108,4 +114,10 @@ pub trait Provider: Send + Sync {
 
     /// The action that puts a SIM back into `status` (for `revert`).
     fn returns_to(&self, status: &str) -> Option<Operation>;
+
+    /// The action that undoes what a failed row left behind (its `after`, from
+    /// [`super::ProviderError::left`]), for `revert`.
+    fn repairs(&self, _left: &str) -> Option<Operation> {
+        None
+    }
 }

@@ -455,7 +455,10 @@ mod tests {
                 "profile-download",
                 "profile-enable",
                 "profile-fallback",
-                "profile-delete"
+                "profile-delete",
+                // SPEC 3.1: the row `revert.csv` writes to re-attach a device a refused
+                // delete left without its SIM.
+                "attach"
             ]
         );
         assert_eq!(

@@ -15,8 +15,17 @@ pub enum Inverse {
     NotRevertible(String),
 }
 
-/// The inverse of a row that ran; `None` unless it succeeded.
+/// The inverse of a row that ran; `None` unless it succeeded, or failed leaving something to
+/// repair (an emnify device without its SIM after a refused delete).
 pub fn inverse(row: &JobRow, record: &RowRecord) -> Option<Inverse> {
+    if record.outcome == Some(Outcome::Failed) {
+        let operation = provider_of(row.kind).repairs(record.after.as_deref()?)?;
+        return Some(Inverse::Row(Box::new(JobRow {
+            id: format!("revert-{}", row.id),
+            operation,
+            ..row.clone()
+        })));
+    }
     if record.outcome != Some(Outcome::Succeeded) {
         return None;
     }
@@ -47,6 +56,7 @@ pub fn inverse(row: &JobRow, record: &RowRecord) -> Option<Inverse> {
         Operation::Delete { .. } | Operation::ProfileDelete { .. } => return not("irreversible".into()),
         Operation::Register { .. } => return not("a registration cannot be undone by the API".into()),
         Operation::EuiccAudit { .. } => return not("an audit changes nothing".into()),
+        Operation::Attach { .. } => return not("taking a SIM off its device is not a job action".into()),
     };
     Some(Inverse::Row(Box::new(JobRow {
         id: format!("revert-{}", row.id),

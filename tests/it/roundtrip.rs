@@ -58,6 +58,7 @@ prop_compose! {
             Action::ProfileEnable => Operation::ProfileEnable { profile_iccid: iccid(n), rollback: flag_a, validity_period: validity },
             Action::ProfileFallback => Operation::ProfileFallback { profile_iccid: iccid(n), validity_period: validity },
             Action::ProfileDelete => Operation::ProfileDelete { profile_iccid: iccid(n), validity_period: validity },
+            Action::Attach => Operation::Attach { target: n.to_string() },
         }
     }
 }

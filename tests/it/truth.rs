@@ -319,6 +319,85 @@ async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
     );
 }
 
+/// When the SIM cannot be put back either (here a proxy refuses the second PATCH of the
+/// endpoint: the release went through, the re-attach did not), the row says the device is
+/// detached, its `after` names the endpoint, and `revert.csv` carries the `attach` row that
+/// puts the SIM back — which, run against the provider, does (SPEC 3.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_left_detached_is_reattached_by_the_revert_job() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = patches.clone();
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
+            let endpoint = *method == axum::http::Method::PATCH
+                && path == "/emnify/api/v1/endpoint/99";
+            if endpoint && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                crate::proxy::Fault::Refuse(403)
+            } else {
+                crate::proxy::Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let sim_99 = iccid(EMNIFY_PREFIX, 99);
+    let job = env.write_job(
+        "delete.csv",
+        &format!("action,provider,iccid\ndelete,emnify,{sim_99}\n"),
+    );
+    let args = ["run", "--yes", "--allow-irreversible", job.to_str().unwrap()];
+    let output = env.run(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let row = &env.results()[0];
+    assert_eq!(row["outcome"], "failed", "{row:?}");
+    assert!(row["reason"].contains("the device is detached"), "{row:?}");
+    assert_eq!(row["after"], "detached from endpoint 99", "{row:?}");
+    let revert = crate::run_support::read_csv(&env.report_dir().join("revert.csv"));
+    assert_eq!(revert.len(), 1, "{revert:?}");
+    assert_eq!(
+        (
+            revert[0]["action"].as_str(),
+            revert[0]["provider"].as_str(),
+            revert[0]["iccid"].as_str(),
+            revert[0]["target"].as_str()
+        ),
+        ("attach", "emnify", sim_99.as_str(), "99"),
+        "{revert:?}"
+    );
+
+    // The revert job, straight to the provider: the SIM is back on its endpoint.
+    env.point_at(&env.sb.base);
+    let revert_job = env.dir.path().join("revert.csv");
+    std::fs::copy(env.report_dir().join("revert.csv"), &revert_job).unwrap();
+    std::fs::remove_dir_all(env.dir.path().join("reports")).unwrap();
+    let output = env
+        .run(&["run", "--yes", revert_job.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let row = &env.results()[0];
+    assert_eq!(
+        (row["outcome"].as_str(), row["before"].as_str(), row["after"].as_str()),
+        ("succeeded", "none", "99"),
+        "{row:?}"
+    );
+    let last = env
+        .sb
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
+        .map(|e| e["change"].as_str().unwrap().to_string())
+        .last();
+    assert_eq!(last.as_deref(), Some("endpoint_sim:assigned-to:99"));
+}
+
 /// Credentials without the role a run needs: every request of the account is refused with 403
 /// before any has succeeded. The run stops at once (exit 3) naming the provider, instead of
 /// failing 300 rows one by one — a 403 on one resource fails only its row (see above).
