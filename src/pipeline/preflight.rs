@@ -106,7 +106,9 @@ fn decide_sim(
                 Decision::skip(format!("already on device {target}"), device)
             }
             Some((device, _)) => Decision::fail(
-                format!("the SIM is on device {device}, not {target}; it is not moved between devices"),
+                format!(
+                    "the SIM is on device {device}, not {target}; it is not moved between devices"
+                ),
                 Some(device),
             ),
         },

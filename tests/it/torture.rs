@@ -3,17 +3,21 @@
 //! the sandbox journal proves that no row was lost and no change applied twice, and the
 //! reports are complete.
 //!
-//! Size: 1,500 rows and 24 kills by default (part of the normal suite); the opt-in larger run
+//! The provider truths of the sandbox are mixed in: Telnyx actions that end `interrupted` (their
+//! rows must end `failed` with the SIM unchanged, never `succeeded` and never re-sent), Twilio
+//! Fleet moves answered 202 `scheduled`, and next-page links that name another host.
+//!
+//! Size: 1,500 rows (plus the moves) and 24 kills by default (part of the normal suite); the opt-in larger run
 //! is `SIMBATCH_TORTURE_ROWS=30000 SIMBATCH_TORTURE_KILLS=60 cargo test --release --test it
 //! torture::` (see README).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use simbatch::sandbox::{Faults, LimitMode, SandboxConfig};
+use simbatch::sandbox::{inventory, Faults, LimitMode, SandboxConfig};
 
-use crate::run_resilience::{assert_exactly_once, mixed_job};
+use crate::run_resilience::mixed_job;
 use crate::run_support::{read_csv, show, RunEnv, TOKEN};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -61,12 +65,16 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
         async_delay: Duration::from_millis(300),
         faults: Faults {
             reset_rate: 0.01,
+            interrupt_async: 0.03,
             ..Faults::default()
         },
+        foreign_links: true,
         ..SandboxConfig::default()
     })
     .await;
-    let path = env.write_job("torture.csv", &mixed_job(per_provider));
+    let moves = per_provider / 10;
+    let path = env.write_job("torture.csv", &torture_job(per_provider, moves));
+    let rows = rows + moves;
     let reports = env.dir.path().join("torture-reports");
     // About five seconds of dispatch per provider, so that many kills land in it.
     let rate = (per_provider / 5).max(20).to_string();
@@ -144,7 +152,8 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
         };
         if let Some(status) = exited {
             assert!(
-                status.code().is_some_and(|c| c == 0 || c == 5),
+                // 1: some Telnyx actions were interrupted.
+                status.code().is_some_and(|c| c == 0 || c == 1 || c == 5),
                 "seed {seed}: run ended with {status}"
             );
             continue;
@@ -171,24 +180,76 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
     }
     let _ = std::fs::remove_dir_all(&reports);
     let output = env.run(&args).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "seed {seed}: {}",
-        show(&output)
-    );
     eprintln!("seed {seed}: {kills} kills by phase {phases:?}");
     // Reports complete: every row once, with a final outcome, in every report.
     let reported = read_csv(&reports.join("results.csv"));
     assert_eq!(reported.len() as u64, rows, "seed {seed}");
-    assert!(
-        reported.iter().all(|r| r["outcome"] == "succeeded"),
-        "seed {seed}"
+    let interrupted: Vec<&HashMap<String, String>> = reported
+        .iter()
+        .filter(|r| r["outcome"] != "succeeded")
+        .collect();
+    assert_eq!(
+        output.status.code(),
+        Some(if interrupted.is_empty() { 0 } else { 1 }),
+        "seed {seed}: {}",
+        show(&output)
     );
-    assert_eq!(read_csv(&reports.join("revert.csv")).len() as u64, rows);
+    // Only interrupted Telnyx actions fail, and each says so (3% of 500: some always are).
+    eprintln!("seed {seed}: {} rows interrupted", interrupted.len());
+    assert!(
+        !interrupted.is_empty(),
+        "seed {seed}: the fault was not mixed in"
+    );
+    for r in &interrupted {
+        assert!(
+            r["provider"] == "telnyx"
+                && r["outcome"] == "failed"
+                && r["reason"].contains("interrupted"),
+            "seed {seed}: {r:?}"
+        );
+    }
+    assert_eq!(
+        read_csv(&reports.join("revert.csv")).len(),
+        reported.len() - interrupted.len()
+    );
     assert!(Path::new(&reports.join("summary.json")).exists());
-    copy_reports_where_the_helper_looks(env.dir.path(), &reports);
-    assert_exactly_once(&env, rows as usize).await;
+    // Every succeeded row changed its target exactly once; an interrupted one not at all.
+    let mut by_target: HashMap<String, usize> = HashMap::new();
+    for e in env.sb.journal().await {
+        *by_target
+            .entry(e["target"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for r in &reported {
+        let want = usize::from(r["outcome"] == "succeeded");
+        assert_eq!(
+            by_target.get(&r["iccid"]).copied().unwrap_or(0),
+            want,
+            "seed {seed}: {r:?}"
+        );
+    }
+    assert_eq!(
+        by_target.len(),
+        reported.len() - interrupted.len(),
+        "seed {seed}: no change outside the job"
+    );
+}
+
+/// `mixed_job`, and `moves` Twilio SIMs beyond it moved to the Fleet `reserve`.
+fn torture_job(per_provider: u64, moves: u64) -> String {
+    let mixed = mixed_job(per_provider);
+    let mut lines = mixed.lines();
+    let mut job = format!("{},target\n", lines.next().unwrap());
+    for line in lines {
+        job.push_str(&format!("{line},\n"));
+    }
+    for i in per_provider + 1..=per_provider + moves {
+        job.push_str(&format!(
+            "move,twilio,{},reserve\n",
+            inventory::iccid(inventory::TWILIO_PREFIX, i)
+        ));
+    }
+    job
 }
 
 /// Whether the run has begun writing its reports: a results file (whole, or the temporary one
@@ -200,11 +261,4 @@ fn writing_reports(dir: &Path) -> bool {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().contains("results"))
     })
-}
-
-/// `assert_exactly_once` reads the run's results from `reports/<run>/`.
-fn copy_reports_where_the_helper_looks(dir: &Path, reports: &Path) {
-    let target = dir.join("reports").join("torture");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(reports.join("results.csv"), target.join("results.csv")).unwrap();
 }

@@ -336,8 +336,8 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
     let proxy = crate::proxy::Proxy::start(
         env.sb.base.clone(),
         std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
-            let endpoint = *method == axum::http::Method::PATCH
-                && path == "/emnify/api/v1/endpoint/99";
+            let endpoint =
+                *method == axum::http::Method::PATCH && path == "/emnify/api/v1/endpoint/99";
             if endpoint && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
                 crate::proxy::Fault::Refuse(403)
             } else {
@@ -352,7 +352,12 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
         "delete.csv",
         &format!("action,provider,iccid\ndelete,emnify,{sim_99}\n"),
     );
-    let args = ["run", "--yes", "--allow-irreversible", job.to_str().unwrap()];
+    let args = [
+        "run",
+        "--yes",
+        "--allow-irreversible",
+        job.to_str().unwrap(),
+    ];
     let output = env.run(&args).await;
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     let row = &env.results()[0];
@@ -383,7 +388,11 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let row = &env.results()[0];
     assert_eq!(
-        (row["outcome"].as_str(), row["before"].as_str(), row["after"].as_str()),
+        (
+            row["outcome"].as_str(),
+            row["before"].as_str(),
+            row["after"].as_str()
+        ),
         ("succeeded", "none", "99"),
         "{row:?}"
     );
