@@ -179,6 +179,25 @@ impl Sb {
         all
     }
 
+    /// How many Telnyx SIM card actions ended in `status` (every page of the unfiltered list:
+    /// its status filter does not know `interrupted`).
+    pub async fn telnyx_actions_ended(&self, status: &str) -> usize {
+        let mut n = 0;
+        for page in 1.. {
+            let path = format!("/v2/sim_card_actions?page[number]={page}&page[size]=250");
+            let body = self.tx(Method::GET, &path, None).await.body;
+            let actions = body["data"].as_array().expect("an action list").clone();
+            n += actions
+                .iter()
+                .filter(|a| a["status"]["value"] == status)
+                .count();
+            if actions.len() < 250 {
+                return n;
+            }
+        }
+        n
+    }
+
     /// How many profile downloads emnify eUICC `k` was sent.
     pub async fn downloads(&self, k: u64) -> usize {
         let ops = self.euicc_operations(k).await;

@@ -194,12 +194,20 @@ async fn sigkill_in_every_phase_loses_nothing_and_applies_nothing_twice() {
         "seed {seed}: {}",
         show(&output)
     );
-    // Only interrupted Telnyx actions fail, and each says so (3% of 500: some always are).
-    eprintln!("seed {seed}: {} rows interrupted", interrupted.len());
+    // Only interrupted Telnyx actions fail, and each says so. Actions are interrupted in
+    // every run (3% of them); a row whose action was interrupted in a run killed before it
+    // confirmed is read again by the next, found unchanged and sent again — so fewer rows fail
+    // than actions were interrupted.
+    let ended_interrupted = env.sb.telnyx_actions_ended("interrupted").await;
+    eprintln!(
+        "seed {seed}: {ended_interrupted} actions interrupted, {} rows failed by it",
+        interrupted.len()
+    );
     assert!(
-        !interrupted.is_empty(),
+        ended_interrupted > 0,
         "seed {seed}: the fault was not mixed in"
     );
+    assert!(interrupted.len() <= ended_interrupted, "seed {seed}");
     for r in &interrupted {
         assert!(
             r["provider"] == "telnyx"

@@ -401,9 +401,10 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
         .journal()
         .await
         .iter()
+        .rev()
         .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
         .map(|e| e["change"].as_str().unwrap().to_string())
-        .last();
+        .next();
     assert_eq!(last.as_deref(), Some("endpoint_sim:assigned-to:99"));
 }
 
