@@ -33,6 +33,9 @@ const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 /// Once no change has been handed over for this long, dispatch is winding down: sweep at the
 /// first-look pace so the run's tail is short.
 const QUIET_AFTER: Duration = Duration::from_millis(500);
+/// A sweep is patient (see [`crate::provider::account::Account::confirm_batch`]) only while
+/// every change it looks at is further than this from its wait timeout.
+const PATIENCE_BEFORE_DEADLINE: Duration = Duration::from_secs(10);
 /// Changes awaiting confirmation per lane, at most: past this, workers wait before handing
 /// over more, so that memory stays bounded when a run dispatches faster than its changes
 /// settle (or faster than their outcomes are written). Far above what a provider's limit
@@ -317,8 +320,16 @@ impl Confirming {
             .iter()
             .map(|w| (w.handoff.reference.to_string(), w.handoff.after.to_string()))
             .collect();
-        tracing::debug!(lane = %self.lane.name, looking = queries.len(), waiting = self.waiting.len(), quiet, "sweep starts");
-        let results = self.lane.sweep(&queries).await;
+        // Nothing presses: proof that costs much per change may wait to be shared by more —
+        // until the waiting changes fill three quarters of their room (past that, workers
+        // would soon stop to wait for it).
+        let patient = !quiet
+            && self.waiting.len() + look.len() < MAX_WAITING / 4 * 3
+            && look
+                .iter()
+                .all(|w| w.handoff.done.is_none() && w.deadline > now + PATIENCE_BEFORE_DEADLINE);
+        tracing::debug!(lane = %self.lane.name, looking = queries.len(), waiting = self.waiting.len(), quiet, patient, "sweep starts");
+        let results = self.lane.sweep(&queries, patient).await;
         self.last_sweep_took = now.elapsed();
         tracing::debug!(lane = %self.lane.name, took = ?self.last_sweep_took, "sweep ends");
         for (w, result) in look.into_iter().zip(results) {

@@ -296,15 +296,20 @@ impl Lane {
     }
 
     /// Confirms many asynchronous changes at once where the account can list them; otherwise
-    /// one read each. One result per `(reference, after)` in order.
-    pub async fn sweep(&self, waiting: &[(String, String)]) -> Vec<Result<Polled, ProviderError>> {
+    /// one read each. One result per `(reference, after)` in order. `patient`: see
+    /// [`Account::confirm_batch`](crate::provider::account::Account::confirm_batch).
+    pub async fn sweep(
+        &self,
+        waiting: &[(String, String)],
+        patient: bool,
+    ) -> Vec<Result<Polled, ProviderError>> {
         let batch: Vec<usize> = (0..waiting.len())
             .filter(|&i| self.account.batchable(&waiting[i].0))
             .collect();
         let mut results: Vec<Option<Result<Polled, ProviderError>>> = vec![None; waiting.len()];
         if batch.len() >= BATCH_SWEEP_MIN {
             let asked: Vec<(String, String)> = batch.iter().map(|&i| waiting[i].clone()).collect();
-            match self.account.confirm_batch(&asked).await {
+            match self.account.confirm_batch(&asked, patient).await {
                 Ok(found) => {
                     for (i, r) in batch.iter().zip(found) {
                         results[*i] = Some(Ok(r));

@@ -95,7 +95,14 @@ pub trait Account: Send + Sync {
     }
 
     /// Confirms many changes at once, by listing them: one result per `(reference, after)`.
-    fn confirm_batch<'a>(&'a self, _waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
+    /// `patient`: nothing presses (dispatch is busy, no group waits, no deadline is near), so
+    /// a proof that costs much per change may wait for more changes to share it
+    /// ([`Polled::Waiting`]).
+    fn confirm_batch<'a>(
+        &'a self,
+        _waiting: &'a [(String, String)],
+        _patient: bool,
+    ) -> Call<'a, Vec<Polled>> {
         Box::pin(async {
             Err(ProviderError::permanent(
                 "this provider's changes are confirmed one by one",

@@ -428,7 +428,11 @@ impl Account for Twilio {
     /// by the listing of its Fleet (`?Fleet=`; `?Status=` takes statuses only, and a Fleet SID
     /// there is refused with 400). A listing that fails costs only its own rows a look of
     /// their own (one read per Sim), never the rest of the batch.
-    fn confirm_batch<'a>(&'a self, waiting: &'a [(String, String)]) -> Call<'a, Vec<Polled>> {
+    fn confirm_batch<'a>(
+        &'a self,
+        waiting: &'a [(String, String)],
+        _patient: bool,
+    ) -> Call<'a, Vec<Polled>> {
         Box::pin(async move {
             let scheduled: HashSet<String> = self
                 .list("scheduled")

@@ -133,6 +133,47 @@ async fn plan_and_run_say_that_telnyx_registration_enables_the_sims() {
     assert_eq!(banner.matches(note).count(), 1, "{}", show(&run));
 }
 
+/// Proving that Telnyx actions ended with their SIMs in the target status lists the SIMs in
+/// that status — a listing that grows with a mass change. While dispatch is busy that proof
+/// waits until it is shared by enough rows (a page per 250), so a 2,000-row suspension lists
+/// the inventory about twice (before, for pre-flight; after, to confirm), not at every sweep:
+/// measured before this, every 2-s sweep listed every SIM already suspended, and 10,000 rows
+/// cost 1.053 requests each (benches/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_telnyx_confirmation_lists_the_sims_once_dispatch_is_quiet() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 2_000,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = (1..=2_000)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("suspend,telnyx,{}\n", iccid(TELNYX_PREFIX, i)))
+        .collect();
+    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    // About 6 s of dispatch: three sweeps or more while it is busy.
+    let output = env
+        .run(&["run", "--yes", "--rate", "300", job.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+    let stats = env.sb.stats().await;
+    let listed: u64 = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "GET /telnyx/v2/sim_cards")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    // 8 pages of 250 for pre-flight, 8 to confirm, a few first pages to learn a size.
+    assert!(
+        listed <= 20,
+        "{listed} listing pages: {}",
+        stats["requests"]
+    );
+}
+
 /// A Telnyx SIM card action can end `interrupted` (`SIMCardAction.status` in
 /// telnyx-wireless.json), leaving the SIM where it was; the actions list filters only on
 /// in-progress, completed and failed. Exactly the rows whose change did not happen fail —
