@@ -170,6 +170,16 @@ pub struct SandboxArgs {
     /// Next-page links carry another host than the request's, as behind an API gateway
     #[arg(long)]
     pub foreign_links: bool,
+    /// emnify bulk requests: at most this many items in one (more is answered 422)
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    pub bulk_max_items: usize,
+    /// emnify bulk requests with bad items apply the good ones (default: one bad item fails
+    /// the whole request)
+    #[arg(long)]
+    pub bulk_partial: bool,
+    /// emnify endpoint ids whose updates are refused with 422, single or in bulk
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub refuse_endpoint_updates: Vec<u64>,
     /// Seed for the fault dice (the same seed repeats the same faults for the same requests)
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,

@@ -28,6 +28,9 @@ impl SandboxArgs {
             seed: self.seed,
             system_statuses: self.system_statuses,
             foreign_links: self.foreign_links,
+            bulk_max_items: self.bulk_max_items,
+            bulk_partial: self.bulk_partial,
+            refused_endpoints: self.refuse_endpoint_updates.clone(),
         }
     }
 }

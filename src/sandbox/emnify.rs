@@ -34,6 +34,8 @@ use super::limits::{Limits, Refusal};
 use super::paging::Page;
 use super::shared::{bearer, origin, Admitted, Shared, StandIn};
 
+mod bulk;
+
 const PROVIDER: &str = "emnify";
 
 // ---------------------------------------------------------------- errors
@@ -930,33 +932,50 @@ async fn delete_sim(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) 
         return bad_id(&raw);
     };
     let mut inv = inventory(&shared, Instant::now());
+    if let Some(refused) = sim_delete_problem(&inv, id) {
+        return refused.response();
+    }
+    delete_sim_now(&shared, &mut inv, id, Utc::now());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Why deleting SIM `id` would be refused: unknown, still attached to an endpoint, or sold to
+/// a customer organisation (a reseller cannot delete it: 403, for SIMs 99, 199, …).
+fn sim_delete_problem(inv: &Inventory, id: u64) -> Option<Refused> {
     let Some(sim) = inv.sim(id) else {
-        return not_found("SIM", &raw);
+        return Some(Refused {
+            status: StatusCode::NOT_FOUND,
+            code: 1401,
+            token: "InvalidReference",
+            message: format!("SIM with Id '{id}' not found."),
+        });
     };
     if let Some(ep) = sim.endpoint {
-        return error(
-            StatusCode::CONFLICT,
-            1406,
-            "NotAllowed",
-            format!("SIM {id} is assigned to endpoint {ep}; release it from the endpoint before deleting"),
-        );
+        return Some(Refused {
+            status: StatusCode::CONFLICT,
+            code: 1406,
+            token: "NotAllowed",
+            message: format!("SIM {id} is assigned to endpoint {ep}; release it from the endpoint before deleting"),
+        });
     }
     if inventory::emnify_delete_refused(id) {
-        return error(
-            StatusCode::FORBIDDEN,
-            1104,
-            "Forbidden",
-            format!("SIM {id} was sold to a customer organisation; a reseller cannot delete it"),
-        );
+        return Some(Refused {
+            status: StatusCode::FORBIDDEN,
+            code: 1104,
+            token: "Forbidden",
+            message: format!(
+                "SIM {id} was sold to a customer organisation; a reseller cannot delete it"
+            ),
+        });
     }
+    None
+}
+
+fn delete_sim_now(shared: &Shared, inv: &mut Inventory, id: u64, now: DateTime<Utc>) {
     inv.sims[id as usize - 1].deleted = true;
-    shared.journal.record(
-        PROVIDER,
-        inventory::iccid(EMNIFY_PREFIX, id),
-        "delete",
-        Utc::now(),
-    );
-    StatusCode::NO_CONTENT.into_response()
+    shared
+        .journal
+        .record(PROVIDER, inventory::iccid(EMNIFY_PREFIX, id), "delete", now);
 }
 
 async fn list_endpoints(
@@ -1011,12 +1030,13 @@ async fn get_endpoint(State(shared): State<Arc<Shared>>, Path(raw): Path<String>
     }
 }
 
+/// The fields of an endpoint update the sandbox acts on; others (`name`, `tags`…) are
+/// accepted and ignored (names are derived from ids in the sandbox).
 #[derive(Deserialize)]
 struct EndpointPatch {
     status: Option<IdRef>,
     /// `{"id": null}` releases the SIM; `{"id": N}` assigns SIM N.
     sim: Option<IdRef>,
-    name: Option<String>,
 }
 
 async fn patch_endpoint(
@@ -1029,26 +1049,105 @@ async fn patch_endpoint(
         Err(r) => return r,
     };
     let mut inv = inventory(&shared, Instant::now());
-    let Some(ep) = inv.endpoint(id).cloned() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            1401,
-            "InvalidReference",
-            format!("Endpoint with Id '{raw}' not found."),
-        );
+    if let Some(refused) = endpoint_update_problem(&shared, &inv, id, &patch) {
+        return refused.response();
+    }
+    apply_endpoint_update(&shared, &mut inv, id, &patch, Utc::now());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Why the platform refuses an item: an error answer not yet sent (bulk requests gather them).
+struct Refused {
+    status: StatusCode,
+    code: u32,
+    token: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn response(&self) -> Response {
+        error(self.status, self.code, self.token, self.message.clone())
+    }
+}
+
+/// Why an update of endpoint `id` would be refused, checked before anything is applied.
+fn endpoint_update_problem(
+    shared: &Shared,
+    inv: &Inventory,
+    id: u64,
+    patch: &EndpointPatch,
+) -> Option<Refused> {
+    let invalid = |code, token, message: String| {
+        Some(Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            token,
+            message,
+        })
     };
-    let now = Utc::now();
-    if let Some(status) = patch.status {
-        let Some(to) = status.id.filter(|s| *s <= 1).map(|s| s as u8) else {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+    if inv.endpoint(id).is_none() {
+        return Some(Refused {
+            status: StatusCode::NOT_FOUND,
+            code: 1401,
+            token: "InvalidReference",
+            message: format!("Endpoint with Id '{id}' not found."),
+        });
+    }
+    if let Some(status) = &patch.status {
+        if status.id.filter(|s| *s <= 1).is_none() {
+            return invalid(
                 1400,
                 "InputValidationFailed",
-                "Update endpoint validation error: status.id must be 0 (Enabled) or 1 (Disabled)",
+                "Update endpoint validation error: status.id must be 0 (Enabled) or 1 (Disabled)"
+                    .into(),
             );
-        };
+        }
+        if shared.config.refused_endpoints.contains(&id) {
+            return invalid(
+                1400,
+                "InputValidationFailed",
+                format!("Status is invalid: endpoint {id} is locked against status changes"),
+            );
+        }
+    }
+    if let Some(new) = patch.sim.as_ref().and_then(|s| s.id) {
+        match inv.sim(new) {
+            None => {
+                return invalid(
+                    1401,
+                    "InvalidReference",
+                    format!("SIM with Id '{new}' not found."),
+                )
+            }
+            Some(s) if s.endpoint.is_some_and(|e| e != id) => {
+                return Some(Refused {
+                    status: StatusCode::CONFLICT,
+                    code: 1405,
+                    token: "Duplicated",
+                    message: format!("SIM {new} is already assigned to another endpoint"),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Applies an update [`endpoint_update_problem`] found nothing wrong with, journaling each
+/// change.
+fn apply_endpoint_update(
+    shared: &Shared,
+    inv: &mut Inventory,
+    id: u64,
+    patch: &EndpointPatch,
+    now: DateTime<Utc>,
+) {
+    let Some(ep) = inv.endpoint(id).cloned() else {
+        return;
+    };
+    if let Some(to) = patch.status.as_ref().and_then(|s| s.id).map(|s| s as u8) {
         if to != ep.status {
-            let t = endpoint_target(&inv, id);
+            let t = endpoint_target(inv, id);
             inv.endpoints[id as usize - 1].status = to;
             shared.journal.record(
                 PROVIDER,
@@ -1061,13 +1160,10 @@ async fn patch_endpoint(
             );
         }
     }
-    if let Some(sim) = patch.sim {
-        if let Err(refused) = assign_endpoint_sim(&shared, &mut inv, id, &ep, sim.id, now) {
-            return refused;
-        }
+    if let Some(sim) = &patch.sim {
+        // Checked above: it cannot be refused now.
+        let _ = assign_endpoint_sim(shared, inv, id, &ep, sim.id, now);
     }
-    let _ = patch.name; // accepted; names are derived from ids in the sandbox
-    StatusCode::NO_CONTENT.into_response()
 }
 
 /// What the journal names an endpoint's change by: its SIM's ICCID, or the endpoint itself.
@@ -1429,6 +1525,14 @@ fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/authenticate", post(authenticate))
         .route("/api/v1/sim", get(list_sims))
         .route("/api/v1/sim/status", get(lookup(&SIM_STATUS, false)))
+        .route(
+            "/api/v1/sim/multi",
+            axum::routing::delete(bulk::delete_sims),
+        )
+        .route(
+            "/api/v2/endpoint/multi",
+            axum::routing::patch(bulk::patch_endpoints),
+        )
         .route(
             "/api/v1/sim/{sim_id}",
             get(get_sim).patch(patch_sim).delete(delete_sim),

@@ -163,6 +163,17 @@ pub struct SandboxConfig {
     /// Next-page links carry the provider's own host instead of the request's, as they do
     /// behind an API gateway or an egress proxy (see `shared::link_origin`).
     pub foreign_links: bool,
+    /// emnify's bulk requests (`PATCH /api/v2/endpoint/multi`, `DELETE /api/v1/sim/multi`):
+    /// at most this many items in one (emnify documents 2,000 only for the bulk create; more
+    /// is answered 422).
+    pub bulk_max_items: usize,
+    /// A bulk request with bad items applies the good ones and names the bad ones in its 422;
+    /// otherwise (the default) one bad item fails the whole request and nothing is applied.
+    /// emnify's document says neither.
+    pub bulk_partial: bool,
+    /// emnify endpoints whose updates are refused (422 "Status is invalid"), single or in bulk:
+    /// the bad items of a bulk request, for tests.
+    pub refused_endpoints: Vec<u64>,
 }
 
 impl Default for SandboxConfig {
@@ -177,6 +188,9 @@ impl Default for SandboxConfig {
             seed: 0x5EED,
             system_statuses: false,
             foreign_links: false,
+            bulk_max_items: 2_000,
+            bulk_partial: false,
+            refused_endpoints: Vec::new(),
         }
     }
 }

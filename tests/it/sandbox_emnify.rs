@@ -6,6 +6,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use simbatch::sandbox::inventory::{self, EMNIFY_PREFIX};
 
+use simbatch::sandbox::{LimitMode, SandboxConfig};
+
 use crate::sandbox_support::{assert_component, assert_response, Provider, Sb};
 
 fn error_shape(body: &Value) {
@@ -589,4 +591,132 @@ async fn euicc_errors_use_their_own_body() {
         .em(Method::GET, "/api/v1/euicc/operation/status", None)
         .await;
     assert_eq!(lookup.body[3], json!({"id": 4, "description": "Expired"}));
+}
+
+/// emnify's bulk requests (emnify-bulk-endpoint.json): 204 and every item applied and journaled
+/// as its own change; more items than allowed, 422; a bad item fails the whole request by
+/// default (nothing applied, every bad item named) or, with `bulk_partial`, only itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_endpoint_updates_and_sim_deletes() {
+    let config = |partial| SandboxConfig {
+        sims: 20,
+        limits: LimitMode::Off,
+        bulk_max_items: 5,
+        bulk_partial: partial,
+        refused_endpoints: vec![3],
+        ..SandboxConfig::default()
+    };
+    let sb = Sb::start(config(false)).await;
+    let disable = |ids: &[u64]| -> Value {
+        ids.iter()
+            .map(|id| json!({"id": id, "status": {"id": 1}}))
+            .collect()
+    };
+    let ok = sb
+        .em(
+            Method::PATCH,
+            "/api/v2/endpoint/multi",
+            Some(disable(&[1, 2])),
+        )
+        .await;
+    assert_eq!(ok.status, 204, "{}", ok.text);
+    assert_eq!(
+        (status(&sb, 1).await, status(&sb, 2).await),
+        (json!(1), json!(1))
+    );
+    assert_eq!(sb.journal().await.len(), 2, "one change per item");
+
+    let too_many = sb
+        .em(
+            Method::PATCH,
+            "/api/v2/endpoint/multi",
+            Some(disable(&[4, 5, 6, 7, 8, 9])),
+        )
+        .await;
+    assert_eq!(too_many.status, 422);
+    assert_response(
+        Provider::EmnifyBulk,
+        "/api/v2/endpoint/multi",
+        "patch",
+        422,
+        &too_many.body,
+    );
+
+    // One bad item (endpoint 3 refuses status changes): nothing applied, the item named.
+    let refused = sb
+        .em(
+            Method::PATCH,
+            "/api/v2/endpoint/multi",
+            Some(disable(&[4, 3])),
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert_response(
+        Provider::EmnifyBulk,
+        "/api/v2/endpoint/multi",
+        "patch",
+        422,
+        &refused.body,
+    );
+    assert_eq!(refused.body["errors"].as_array().unwrap().len(), 1);
+    assert!(refused.body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("endpoint 3:"));
+    assert_eq!(status(&sb, 4).await, json!(0), "nothing applied");
+
+    // Release two SIMs from their endpoints, then delete them in one request.
+    let release: Value = [6, 7]
+        .iter()
+        .map(|id| json!({"id": id, "sim": {"id": null}}))
+        .collect();
+    assert_eq!(
+        sb.em(Method::PATCH, "/api/v2/endpoint/multi", Some(release))
+            .await
+            .status,
+        204
+    );
+    let delete: Value = [6, 7].iter().map(|id| json!({"id": id})).collect();
+    let deleted = sb
+        .em(Method::DELETE, "/api/v1/sim/multi", Some(delete))
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    assert_eq!(sb.em(Method::GET, "/api/v1/sim/6", None).await.status, 404);
+    // An unknown SIM: 404, and the known one with it is not deleted.
+    let unknown = sb
+        .em(
+            Method::DELETE,
+            "/api/v1/sim/multi",
+            Some(json!([{"id": 999}, {"id": 9}])),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_response(
+        Provider::EmnifyBulk,
+        "/api/v1/sim/multi",
+        "delete",
+        404,
+        &unknown.body,
+    );
+
+    // Partial mode: the good items apply, the bad one is still named.
+    let sb = Sb::start(config(true)).await;
+    let partial = sb
+        .em(
+            Method::PATCH,
+            "/api/v2/endpoint/multi",
+            Some(disable(&[4, 3])),
+        )
+        .await;
+    assert_eq!(partial.status, 422);
+    assert_eq!(
+        (status(&sb, 4).await, status(&sb, 3).await),
+        (json!(1), json!(0))
+    );
+}
+
+/// The status id of emnify endpoint `id`.
+async fn status(sb: &Sb, id: u64) -> Value {
+    let path = format!("/api/v1/endpoint/{id}");
+    sb.em(Method::GET, &path, None).await.body["status"]["id"].clone()
 }

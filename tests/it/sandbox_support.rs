@@ -215,6 +215,8 @@ impl Sb {
 
 pub enum Provider {
     Emnify,
+    /// emnify's bulk endpoints document (emnify-bulk-endpoint.json).
+    EmnifyBulk,
     Twilio,
     Telnyx,
 }
@@ -266,10 +268,12 @@ fn openapi30_nullable(v: &mut Value) {
 
 fn spec(provider: &Provider) -> &'static Value {
     static EMNIFY: OnceLock<Value> = OnceLock::new();
+    static EMNIFY_BULK: OnceLock<Value> = OnceLock::new();
     static TWILIO: OnceLock<Value> = OnceLock::new();
     static TELNYX: OnceLock<Value> = OnceLock::new();
     match provider {
         Provider::Emnify => EMNIFY.get_or_init(|| load("emnify-sim-endpoint-euicc.json")),
+        Provider::EmnifyBulk => EMNIFY_BULK.get_or_init(|| load("emnify-bulk-endpoint.json")),
         Provider::Twilio => TWILIO.get_or_init(|| load("twilio-supersim-v1.json")),
         Provider::Telnyx => TELNYX.get_or_init(|| load("telnyx-wireless.json")),
     }
