@@ -30,18 +30,21 @@ struct Planned {
     after: String,
 }
 
+/// Why `plan` cannot go on with a lane.
+fn stopped_by(lane: &str, e: &crate::provider::ProviderError) -> String {
+    match e.class {
+        ErrorClass::Unreachable => format!("provider `{lane}` cannot be reached: {e}"),
+        _ => format!("provider `{lane}` refused the credentials: {e}"),
+    }
+}
+
 async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Planned>, String> {
     let wanted = rows
         .iter()
         .filter(|(_, r)| lane.snapshot_eligible(r) && r.target.iccid().is_some())
         .count();
     match lane.prefetch(wanted).await {
-        Err(e) if e.class == ErrorClass::Auth => {
-            return Err(format!(
-                "provider `{}` refused the credentials: {e}",
-                lane.name
-            ))
-        }
+        Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
         _ => {}
     }
     let concurrency = lane.concurrency;
@@ -51,11 +54,8 @@ async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Plan
             let observed = lane.observe_first(&row).await;
             let target = lane.move_target(&row).await;
             let (verdict, reason, before, after) = match (observed, target) {
-                (Err(e), _) | (_, Err(e)) if e.class == ErrorClass::Auth => {
-                    return Err(format!(
-                        "provider `{}` refused the credentials: {e}",
-                        lane.name
-                    ))
+                (Err(e), _) | (_, Err(e)) if e.stops_run() => {
+                    return Err(stopped_by(&lane.name, &e))
                 }
                 (Err(e), _) | (_, Err(e)) => (
                     "error",

@@ -351,11 +351,8 @@ impl Confirming {
             Ok(Polled::Failed { reason }) => {
                 self.finish(w, Outcome::Failed, Some(reason), None).await
             }
-            Err(e) if e.class == ErrorClass::Auth => {
-                self.stop.request(StopReason::Auth {
-                    provider: self.lane.name.clone(),
-                    message: e.to_string(),
-                });
+            Err(e) if e.stops_run() => {
+                self.stop.request(StopReason::provider(&self.lane.name, &e));
                 self.waiting.push(w);
             }
             // Not asked: the run is stopping; it ends `pending` with the others.

@@ -25,6 +25,11 @@ pub enum StopReason {
         provider: String,
         message: String,
     },
+    /// Nothing of the provider's account could be reached (see `ErrorClass::Unreachable`).
+    Unreachable {
+        provider: String,
+        message: String,
+    },
     FailureThreshold {
         failed: u64,
         finished: u64,
@@ -39,6 +44,19 @@ pub enum StopReason {
     WindowClosed {
         window: String,
     },
+}
+
+impl StopReason {
+    /// Why a provider's error stops the run (see `ProviderError::stops_run`).
+    pub fn provider(provider: &str, e: &crate::provider::ProviderError) -> StopReason {
+        let (provider, message) = (provider.to_string(), e.to_string());
+        match e.class {
+            crate::provider::ErrorClass::Unreachable => {
+                StopReason::Unreachable { provider, message }
+            }
+            _ => StopReason::Auth { provider, message },
+        }
+    }
 }
 
 /// Outcomes as they are produced (for progress and the failure threshold).

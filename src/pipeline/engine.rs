@@ -276,11 +276,8 @@ impl Engine {
                     tracing::info!(lane = %lane.name, pages, rows = wanted, "listed the inventory instead of looking rows up")
                 }
                 Ok(_) => {}
-                Err(e) if e.class == crate::provider::ErrorClass::Auth => {
-                    self.stop.request(StopReason::Auth {
-                        provider: lane.name.clone(),
-                        message: e.to_string(),
-                    });
+                Err(e) if e.stops_run() => {
+                    self.stop.request(StopReason::provider(&lane.name, &e));
                 }
                 Err(e) if e.class == crate::provider::ErrorClass::Stopped => {}
                 Err(e) => {
@@ -468,10 +465,7 @@ impl Engine {
                 outcome
             }
             RowEnd::Aborted(e) => {
-                self.stop.request(StopReason::Auth {
-                    provider: lane.name.clone(),
-                    message: e.to_string(),
-                });
+                self.stop.request(StopReason::provider(&lane.name, &e));
                 None
             }
             RowEnd::Stopped => None,

@@ -81,10 +81,11 @@ impl Attempt<'_> {
     /// Ends the row on an error: `failed`, or `unknown` when a change may be out and this
     /// error keeps simbatch from seeing whether it landed.
     fn fail(&mut self, e: ProviderError) -> RowEnd {
-        match e.class {
-            ErrorClass::Auth => return RowEnd::Aborted(e),
-            ErrorClass::Stopped => return RowEnd::Stopped,
-            _ => {}
+        if e.stops_run() {
+            return RowEnd::Aborted(e);
+        }
+        if e.class == ErrorClass::Stopped {
+            return RowEnd::Stopped;
         }
         self.record.http_status = e.http_status;
         self.record.provider_code = e.code.clone();

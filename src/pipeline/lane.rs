@@ -147,7 +147,7 @@ impl Lane {
             }
             Ok(None) => Ok(0),
             Err(e) => {
-                if e.class == ErrorClass::Auth {
+                if e.stops_run() {
                     guard.refusal = Some(e.clone());
                 }
                 Err(e)
@@ -316,7 +316,7 @@ impl Lane {
                     }
                 }
                 // Credentials refused, or the run stopping: the same answer for every change.
-                Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::Stopped) => {
+                Err(e) if e.stops_run() || e.class == ErrorClass::Stopped => {
                     for i in &batch {
                         results[*i] = Some(Err(e.clone()));
                     }

@@ -23,6 +23,10 @@ pub enum ErrorClass {
     Forbidden,
     /// Any other 4xx: final for this row.
     Permanent,
+    /// The provider cannot be reached at all: every request of the account so far failed
+    /// before reaching it (connection refused, DNS, TLS). Stops the run like [`ErrorClass::Auth`]
+    /// — thousands of doomed attempts help nobody — and the rows stay for the next run.
+    Unreachable,
     /// Not sent: the run is stopping (Ctrl-C, `--until`, the window's close, the failure
     /// threshold) and no request may leave any more. The row stays for the next run.
     Stopped,
@@ -46,6 +50,12 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
+    /// Whether this error stops the whole run (credentials refused, provider unreachable),
+    /// not just its row.
+    pub fn stops_run(&self) -> bool {
+        matches!(self.class, ErrorClass::Auth | ErrorClass::Unreachable)
+    }
+
     pub fn permanent(message: impl Into<String>) -> Self {
         ProviderError {
             class: ErrorClass::Permanent,

@@ -95,7 +95,14 @@ pub struct Http {
     requests: AtomicU64,
     /// Some request of this account succeeded (a 2xx came back).
     worked: std::sync::atomic::AtomicBool,
+    /// Requests that never reached the provider (see [`Http::unreached`]).
+    unreached: AtomicU64,
 }
+
+/// Requests that never reached the provider, with nothing of the account working, after which
+/// it counts as unreachable and the run stops: a few rows' retries' worth (a refused connection
+/// costs milliseconds), far fewer than the thousands a job would otherwise spend.
+const UNREACHED_AFTER: u64 = 10;
 
 impl Http {
     pub fn new(
@@ -118,6 +125,7 @@ impl Http {
             gate,
             requests: AtomicU64::new(0),
             worked: std::sync::atomic::AtomicBool::new(false),
+            unreached: AtomicU64::new(0),
         })
     }
 
@@ -188,6 +196,19 @@ impl Http {
         self.send_as(request, false).await
     }
 
+    /// A transport failure; after [`UNREACHED_AFTER`] that never reached the provider while
+    /// nothing of the account has worked, the provider counts as unreachable.
+    fn unreached(&self, mut e: ProviderError, never_reached: bool) -> ProviderError {
+        if never_reached && !self.worked.load(Ordering::Relaxed) {
+            let n = self.unreached.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= UNREACHED_AFTER {
+                e.class = super::error::ErrorClass::Unreachable;
+                e.message = format!("{} ({n} attempts, none reached the provider)", e.message);
+            }
+        }
+        e
+    }
+
     async fn send_as(
         &self,
         request: RequestBuilder,
@@ -199,11 +220,10 @@ impl Http {
             return Err(ProviderError::stopped());
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| from_transport(&e))?;
+        let mut response = match self.client.execute(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(self.unreached(from_transport(&e), e.is_connect())),
+        };
         let status = response.status();
         // Taken, not cloned: reading the body does not need them.
         let headers = std::mem::take(response.headers_mut());

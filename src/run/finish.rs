@@ -163,6 +163,9 @@ fn describe_stop(reason: &StopReason) -> String {
         StopReason::Auth { provider, message } => {
             format!("provider `{provider}` refused the credentials ({message})")
         }
+        StopReason::Unreachable { provider, message } => {
+            format!("provider `{provider}` cannot be reached ({message}); check its base_url and the network — nothing was sent there")
+        }
         StopReason::FailureThreshold { failed, finished } => {
             format!("{failed} of {finished} finished rows failed, over --max-failures")
         }

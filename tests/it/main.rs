@@ -2,6 +2,7 @@
 //! binary per file). Each test uses its own temporary directory.
 
 mod clients;
+mod console;
 mod export;
 mod fuzz;
 mod hostile;

@@ -76,7 +76,12 @@ pub fn is_change(method: &Method, path: &str) -> bool {
 impl Proxy {
     /// Starts a proxy on a free loopback port in front of `upstream` (`http://ADDR`).
     pub async fn start(upstream: String, rule: Rule) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on("127.0.0.1:0", upstream, rule).await
+    }
+
+    /// [`Proxy::start`] on a given loopback address (a provider that comes back where it was).
+    pub async fn start_on(addr: &str, upstream: String, rule: Rule) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client = reqwest::Client::builder()

@@ -1,0 +1,70 @@
+//! What the operator sees and can do while a run goes (issue "the operator's console"): runs
+//! that fail fast when a provider cannot be reached at all.
+
+use std::time::{Duration, Instant};
+
+use simbatch::sandbox::inventory::{iccid, EMNIFY_PREFIX};
+use simbatch::sandbox::{LimitMode, SandboxConfig};
+
+use crate::run_support::{show, RunEnv};
+
+/// A `base_url` on a port nobody listens on: the lane stops after a few refused connections
+/// — exit 3, the reason on the console, no row `failed` — instead of trying every row five
+/// times (seen: 3m45s, 1,501 requests, 300 rows `failed: cannot connect`). Once the provider is
+/// reachable, running the same command again finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 300,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    env.point_at(&format!("http://{addr}"));
+    let rows: String = (1..=300)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    let args = [
+        "run",
+        "--yes",
+        "--json",
+        "--rate",
+        "1000",
+        job.to_str().unwrap(),
+    ];
+    let started = Instant::now();
+    let output = env.run(&args).await;
+    let took = started.elapsed();
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("cannot be reached"), "{text}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        summary["requests_total"].as_u64().unwrap() <= 30,
+        "{} requests to a closed port",
+        summary["requests_total"]
+    );
+    assert_eq!(
+        summary["outcomes"]["failed"].as_u64().unwrap_or(0),
+        0,
+        "{summary}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    // The provider is back where it was (a forwarder to the sandbox on the same port).
+    let _back = crate::proxy::Proxy::start_on(
+        &addr,
+        env.sb.base.clone(),
+        std::sync::Arc::new(|_: &axum::http::Method, _: &str| crate::proxy::Fault::Forward),
+    )
+    .await;
+    let output = env.run(&args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+}
