@@ -71,6 +71,10 @@ pub struct Tally {
     /// Rows written to `revert.csv`, and succeeded rows that have no inverse.
     pub revert_rows: u64,
     pub not_revertible: u64,
+    /// Why rows ended `failed`, `unknown` or `blocked`, with identifiers left out so that the
+    /// same reason for many SIMs counts once (see [`reason_kind`]).
+    #[serde(skip)]
+    pub failure_reasons: BTreeMap<String, u64>,
     #[serde(skip)]
     pub latency: Histogram,
     #[serde(skip)]
@@ -81,6 +85,56 @@ impl Tally {
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.outcomes.get(&outcome).copied().unwrap_or(0)
     }
+
+    /// The `n` most frequent failure reasons, most frequent first.
+    pub fn top_failure_reasons(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut reasons: Vec<(&str, u64)> = self
+            .failure_reasons
+            .iter()
+            .map(|(r, c)| (r.as_str(), *c))
+            .collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        reasons.truncate(n);
+        reasons
+    }
+}
+
+/// `path` as one word for a POSIX shell: as it is when it needs no quoting, else in single
+/// quotes.
+pub fn shell_word(path: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c);
+    if !path.is_empty() && path.chars().all(plain) {
+        path.to_string()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
+}
+
+/// A failure reason with its identifiers (runs of six or more digits or hex letters: ICCIDs,
+/// EIDs, SIDs, UUIDs) replaced by `…`, so that "no SIM 8988…01 at emnify" and "no SIM 8988…02
+/// at emnify" are one reason.
+pub fn reason_kind(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let digits = run.bytes().filter(u8::is_ascii_digit).count();
+        if run.len() >= 6 && digits >= 3 {
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in reason.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 pub use crate::job::write::neutralise;
@@ -306,6 +360,13 @@ fn pass(
                     None => tally.not_started += 1,
                 }
                 if let Some(r) = &record {
+                    if matches!(
+                        r.outcome,
+                        Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
+                    ) {
+                        let reason = reason_kind(r.reason.as_deref().unwrap_or("no reason given"));
+                        *tally.failure_reasons.entry(reason).or_default() += 1;
+                    }
                     tally.attempts += u64::from(r.attempts);
                     if let Some(ms) = r.latency_ms {
                         tally.latency.record(ms);
@@ -598,6 +659,35 @@ pub fn write_summary(dir: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn failure_reasons_group_without_their_identifiers() {
+        assert_eq!(
+            reason_kind("pre-flight: no SIM 89883030000000000201 at emnify"),
+            "pre-flight: no SIM … at emnify"
+        );
+        assert_eq!(
+            reason_kind("HTTP 403 (1104): SIM 99 was sold; HS0123456789abcdef0123456789abcdef"),
+            "HTTP 403 (1104): SIM 99 was sold; …"
+        );
+        assert_eq!(
+            reason_kind("gave up after 5 attempts"),
+            "gave up after 5 attempts"
+        );
+    }
+
+    #[test]
+    fn shell_words_quote_only_what_needs_it() {
+        assert_eq!(
+            shell_word("reports/run-1/failed.csv"),
+            "reports/run-1/failed.csv"
+        );
+        assert_eq!(
+            shell_word("my reports/failed.csv"),
+            "'my reports/failed.csv'"
+        );
+        assert_eq!(shell_word("it's/failed.csv"), "'it'\\''s/failed.csv'");
+    }
     use super::*;
 
     #[test]

@@ -130,6 +130,12 @@ fn summary(
         "queued_ms": {"p50": tally.queued.quantile(0.5), "p95": tally.queued.quantile(0.95)},
         "not_revertible": tally.not_revertible,
         "revert_rows": tally.revert_rows,
+        "failure_reasons": tally
+            .top_failure_reasons(TOP_REASONS_IN_SUMMARY)
+            .into_iter()
+            .map(|(reason, rows)| json!({"reason": reason, "rows": rows}))
+            .collect::<Vec<_>>(),
+        "retry": retry_command(opened, tally),
         "stopped": dispatched.stopped.as_ref().map(describe_stop),
         "exit_code": exit as u8,
     })
@@ -156,6 +162,35 @@ fn print_end(opened: &Opened, summary: &serde_json::Value, tally: &Tally, writte
             opened.reports_dir.display()
         );
     }
+    let reasons = tally.top_failure_reasons(TOP_REASONS_ON_CONSOLE);
+    if !reasons.is_empty() {
+        eprintln!("simbatch: why rows did not succeed (most frequent first):");
+        for (reason, rows) in reasons {
+            eprintln!("  {rows:>7} × {reason}");
+        }
+    }
+    if let (true, Some(retry)) = (written, retry_command(opened, tally)) {
+        eprintln!("simbatch: to try those rows again: {retry}");
+    }
+}
+
+/// Failure reasons in `summary.json`, and on the console.
+const TOP_REASONS_IN_SUMMARY: usize = 10;
+const TOP_REASONS_ON_CONSOLE: usize = 5;
+
+/// The command that runs `failed.csv` — the rows that failed, are unknown or were blocked — as
+/// a new job; `None` when there are none.
+fn retry_command(opened: &Opened, tally: &Tally) -> Option<String> {
+    let again = [Outcome::Failed, Outcome::Unknown, Outcome::Blocked]
+        .iter()
+        .map(|o| tally.count(*o))
+        .sum::<u64>();
+    (again > 0).then(|| {
+        format!(
+            "simbatch run {}",
+            crate::report::shell_word(&opened.reports_dir.join("failed.csv").display().to_string())
+        )
+    })
 }
 
 fn describe_stop(reason: &StopReason) -> String {

@@ -1,5 +1,6 @@
 //! What the operator sees and can do while a run goes (issue "the operator's console"): runs
-//! that fail fast when a provider cannot be reached at all.
+//! that fail fast when a provider cannot be reached at all; the end of a run that says why rows
+//! failed and how to try them again.
 
 use std::time::{Duration, Instant};
 
@@ -67,4 +68,49 @@ async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
     let output = env.run(&args).await;
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+}
+
+/// The end of a run with failures names the most frequent reasons with their counts — one line
+/// for 20 unknown SIMs, not 20 — and the command that retries them, in `summary.json` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_run_says_why_rows_failed_and_how_to_retry_them() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    // SIMs 1-9 exist; 201-220 do not.
+    let rows: String = (1..=9)
+        .chain(201..=220)
+        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("mixed.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env
+        .run(&["run", "--yes", "--rate", "1000", job.to_str().unwrap()])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("     20 × pre-flight: no SIM … at emnify"),
+        "{stderr}"
+    );
+    let failed = env.report_dir().join("failed.csv");
+    let run_dir = env.report_dir();
+    let run_name = run_dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        stderr.contains(&format!(
+            "to try those rows again: simbatch run reports/{run_name}/failed.csv"
+        )),
+        "{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.report_dir().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["failure_reasons"],
+        serde_json::json!([{"reason": "pre-flight: no SIM … at emnify", "rows": 20}]),
+        "{summary}"
+    );
+    assert_eq!(crate::run_support::read_csv(&failed).len(), 20);
 }
