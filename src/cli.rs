@@ -227,8 +227,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub skip_invalid: bool,
     /// Start a new run even if this job was run before
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub fresh: bool,
+    /// Continue this run (its id, as `status` lists it and every "to resume" hint prints it);
+    /// the job file must be the one it was made from
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
     /// Format of the results file [default: that of the job]
     #[arg(long, value_enum)]
     pub report_format: Option<JobFormat>,

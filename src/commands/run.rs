@@ -30,6 +30,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         yes: args.yes,
         skip_invalid: args.skip_invalid,
         fresh: args.fresh,
+        resume: args.resume.clone(),
         results_format: args.report_format,
         credentials: Credentials::Environment,
         quiet: global.quiet,

@@ -118,7 +118,10 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode
                     String::new()
                 },
                 if resumable {
-                    format!("resumable: simbatch run {}", manifest.job_path)
+                    format!(
+                        "resumable: {}",
+                        crate::run::finish::resume_command(&id, &manifest.job_path)
+                    )
                 } else {
                     "complete".into()
                 }

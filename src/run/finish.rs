@@ -47,11 +47,15 @@ pub fn finish(
     }
     if let Some(reason) = &dispatched.stopped {
         eprintln!(
-            "simbatch: stopped: {}; run the same command again to resume",
-            describe_stop(reason)
+            "simbatch: stopped: {}; {}",
+            describe_stop(reason),
+            again(req, opened, "resume")
         );
     } else if exit == ExitCode::Pending {
-        eprintln!("simbatch: some changes are accepted but not yet confirmed; run the same command again to confirm them");
+        eprintln!(
+            "simbatch: some changes are accepted but not yet confirmed; {}",
+            again(req, opened, "confirm them")
+        );
     }
     Ok(RunOutcome {
         exit: if unwritten.is_some() {
@@ -172,6 +176,26 @@ fn print_end(opened: &Opened, summary: &serde_json::Value, tally: &Tally, writte
     if let (true, Some(retry)) = (written, retry_command(opened, tally)) {
         eprintln!("simbatch: to try those rows again: {retry}");
     }
+}
+
+/// How to continue this run: the same command does it unless it was started with `--fresh`
+/// (which would start yet another run) or `--resume`; the command naming the run always does.
+fn again(req: &RunRequest, opened: &Opened, to: &str) -> String {
+    let named = resume_command(&opened.run_id, &req.job.display().to_string());
+    if req.fresh || req.resume.is_some() {
+        format!("to {to}: {named} (with the same options)")
+    } else {
+        format!("run the same command again to {to} (or: {named})")
+    }
+}
+
+/// The command that continues run `id` of the job at `job`.
+pub fn resume_command(id: &str, job: &str) -> String {
+    format!(
+        "simbatch run --resume {} {}",
+        crate::report::shell_word(id),
+        crate::report::shell_word(job)
+    )
 }
 
 /// Failure reasons in `summary.json`, and on the console.

@@ -12,7 +12,7 @@ use super::request::{RunOutcome, RunRequest};
 use crate::exit_code::ExitCode;
 use crate::job::intake::{copy_dir, hash_file, validate_and_copy, JobCopy};
 use crate::job::{validate_file, FileValidation, JobFormat, Severity};
-use crate::store::{Manifest, Reading, SledStore, StoreError};
+use crate::store::{CheckpointStore, Manifest, Reading, SledStore, StoreError};
 
 /// The run a job's bytes are a resume of: its id and manifest.
 pub type Resume = (String, Manifest);
@@ -34,9 +34,15 @@ pub struct Prepared {
 pub fn prepare(req: &RunRequest) -> anyhow::Result<Result<Prepared, RunOutcome>> {
     let format = req.job_format();
     let reading = reading_of(req, format);
-    let (store, resume) = match identify(req) {
-        Ok(found) => found,
-        Err(e) => return Ok(Err(RunOutcome::store_failed(e))),
+    let (store, resume) = match &req.resume {
+        Some(id) => match named_run(req, id)? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(Err(outcome)),
+        },
+        None => match identify(req) {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(RunOutcome::store_failed(e))),
+        },
     };
     let (validation, copy) = match (&resume, &store) {
         (Some((id, manifest)), Some(store)) => {
@@ -58,6 +64,47 @@ pub fn prepare(req: &RunRequest) -> anyhow::Result<Result<Prepared, RunOutcome>>
         copy,
         validation,
     }))
+}
+
+/// `--resume RUN_ID`: that run, provided the job file is the one it was made from.
+#[allow(clippy::type_complexity)]
+fn named_run(
+    req: &RunRequest,
+    id: &str,
+) -> anyhow::Result<Result<(Option<SledStore>, Option<Resume>), RunOutcome>> {
+    let refuse = |why: String| {
+        eprintln!("simbatch: cannot resume run {id}: {why}; `simbatch status` lists the runs and how to resume each; nothing was sent");
+        Ok(Err(RunOutcome::early(ExitCode::Usage)))
+    };
+    if !req.state.join("db").exists() {
+        return refuse(format!(
+            "there is no state directory {}",
+            req.state.display()
+        ));
+    }
+    let store = match SledStore::open(&req.state) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(RunOutcome::store_failed(e))),
+    };
+    if !store.run_ids().iter().any(|r| r == id) {
+        return refuse(format!("no such run in {}", req.state.display()));
+    }
+    let manifest = match store.run(id).and_then(|r| r.manifest()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return refuse("it never started (no manifest)".into()),
+        Err(e) => return Ok(Err(RunOutcome::store_failed(e))),
+    };
+    match hash_file(&req.job) {
+        Some(hash) if hash == manifest.job_sha256 => {
+            Ok(Ok((Some(store), Some((id.to_string(), manifest)))))
+        }
+        _ => refuse(format!(
+            "{} is not the file it was made from ({}, sha256 {})",
+            req.job.display(),
+            manifest.job_path,
+            &manifest.job_sha256[..16]
+        )),
+    }
 }
 
 /// A regular file is hashed first: when a run was made from exactly these bytes it is

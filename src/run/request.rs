@@ -45,6 +45,8 @@ pub struct RunRequest {
     pub yes: bool,
     pub skip_invalid: bool,
     pub fresh: bool,
+    /// Continue this run (`--resume RUN_ID`) rather than the one the job's bytes name.
+    pub resume: Option<String>,
     pub results_format: Option<JobFormat>,
     pub credentials: Credentials,
     pub quiet: bool,
@@ -75,6 +77,7 @@ impl RunRequest {
             yes: false,
             skip_invalid: false,
             fresh: false,
+            resume: None,
             schedule: Schedule::default(),
             results_format: None,
             credentials: Credentials::Environment,

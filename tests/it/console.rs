@@ -1,6 +1,6 @@
 //! What the operator sees and can do while a run goes (issue "the operator's console"): runs
 //! that fail fast when a provider cannot be reached at all; the end of a run that says why rows
-//! failed and how to try them again.
+//! failed and how to try them again; hints that resume the run they speak of.
 
 use std::time::{Duration, Instant};
 
@@ -113,4 +113,78 @@ async fn the_end_of_a_run_says_why_rows_failed_and_how_to_retry_them() {
         "{summary}"
     );
     assert_eq!(crate::run_support::read_csv(&failed).len(), 20);
+}
+
+/// A `--fresh` run stopped by a refused token: its hint names that run (`--resume ID`) —
+/// running "the same command again" would start a third run, and the plain command resumes the
+/// older, complete one — `status` lists it with the same command, and that command finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_resume_the_run_they_speak_of_even_after_fresh() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        require_token: Some(crate::run_support::TOKEN.into()),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rows: String = (1..=20)
+        .filter(|i| i % 10 != 0)
+        .map(|i| {
+            format!(
+                "suspend,twilio,{}\n",
+                iccid(simbatch::sandbox::inventory::TWILIO_PREFIX, i)
+            )
+        })
+        .collect();
+    let job = env.write_job("job.csv", &format!("action,provider,iccid\n{rows}"));
+    let job = job.to_str().unwrap();
+    let output = env.run(&["run", "--yes", job]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+
+    let output = env
+        .run_with_token(&["run", "--yes", "--fresh", job], "wrong-token")
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hint = stderr
+        .lines()
+        .find_map(|l| l.split("to resume: ").nth(1))
+        .unwrap_or_else(|| panic!("no resume hint: {stderr}"));
+    let command = hint.trim_end_matches(" (with the same options)");
+    assert!(
+        command.starts_with("simbatch run --resume job-"),
+        "{command}"
+    );
+    let id = command.split_whitespace().nth(3).unwrap().to_string();
+
+    let status = env.run(&["status"]).await;
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&id) && l.ends_with(&format!("resumable: {command}"))),
+        "{listed}"
+    );
+
+    let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    args.insert(1, "--yes");
+    let output = env.run(&args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.dir
+                .path()
+                .join("reports")
+                .join(&id)
+                .join("summary.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["run_id"], id.as_str());
+    assert_eq!(summary["outcomes"]["skipped"], 18, "{summary}");
+
+    // A run id that does not exist, or another file: refused, nothing sent.
+    let output = env.run(&["run", "--resume", "nope", job]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
 }
