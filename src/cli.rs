@@ -38,11 +38,36 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Shown under `simbatch --help`: what the exit code says, where credentials come from.
+const AFTER_HELP: &str = "\
+Examples:
+  simbatch demo                                   the bundled job against the built-in sandbox
+  simbatch validate jobs/mass-suspension.csv      check a job; send nothing
+  simbatch plan jobs/mass-suspension.csv          what it would change, read from the providers
+  simbatch run jobs/mass-suspension.csv           run it (ask first on a terminal; --yes skips)
+  simbatch status                                 the runs in .simbatch and how to resume each
+
+Exit codes:
+  0  every row succeeded or was skipped
+  1  finished; some rows failed, unknown or blocked (reports/<run>/failed.csv retries them)
+  2  usage, configuration or job-file error; nothing was sent
+  3  aborted (credentials refused, provider unreachable, --max-failures, Ctrl-C, --until,
+     the --window closed); resumable
+  4  state store busy (another simbatch) or unreadable
+  5  dispatch finished; some changes still await confirmation; run again to confirm
+  6  changes finished but the reports could not be written; `simbatch report RUN` rewrites them
+
+Credentials (read only from the environment; simbatch.toml may name other variables):
+  emnify   EMNIFY_APPLICATION_TOKEN
+  twilio   TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN
+  telnyx   TELNYX_API_KEY";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "simbatch",
     version,
     about = "Bulk SIM and eSIM lifecycle changes against emnify, Twilio Super SIM and Telnyx: rate-limited, resumable, audited",
+    after_help = AFTER_HELP,
     propagate_version = true
 )]
 pub struct Cli {
@@ -77,23 +102,57 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check job files; send nothing. Exit 0 when valid, 2 when not.
+    #[command(
+        after_help = "Examples:\n  simbatch validate jobs/*.csv\n  simbatch validate --lenient-ids --provider emnify sims.csv"
+    )]
     Validate(ValidateArgs),
     /// Read current state and show what a job would change; send no change
+    #[command(
+        after_help = "Examples:\n  simbatch plan jobs/mass-suspension.csv\n  simbatch --json plan job.csv > plan.json"
+    )]
     Plan(PlanArgs),
     /// Run (or resume) a job: validate, pre-flight, change, confirm, report
+    #[command(
+        after_help = "Examples:\n  simbatch run --yes jobs/mass-suspension.csv\n  simbatch run --window 22:00-05:00 --tz Europe/Berlin jobs/scheduled-reactivation.csv\n  simbatch run --allow-irreversible delete.csv\n  simbatch run --resume RUN_ID job.csv            continue a named run (see `simbatch status`)\n  simbatch run reports/RUN_ID/failed.csv          try the rows that did not succeed again\n\nExit codes: see `simbatch --help`."
+    )]
     Run(RunArgs),
     /// List the runs in the state store, or show one run's counts
+    #[command(after_help = "Examples:\n  simbatch status\n  simbatch status RUN_ID")]
     Status(StatusArgs),
     /// (Re)write a run's reports from the state store alone
+    #[command(after_help = "Example:\n  simbatch report RUN_ID")]
     Report(ReportArgs),
     /// Write the job that restores what a run changed
+    #[command(
+        after_help = "Example:\n  simbatch revert RUN_ID -o undo.csv && simbatch run undo.csv"
+    )]
     Revert(RevertArgs),
     /// List a provider's SIM inventory as CSV/JSONL (add an `action` column to make it a job)
+    #[command(after_help = "Example:\n  simbatch export --provider emnify -o emnify.csv")]
     Export(ExportArgs),
     /// Run a bundled job end to end against an in-process sandbox, then revert it
+    #[command(after_help = "Example:\n  simbatch demo")]
     Demo(DemoArgs),
     /// Serve the built-in provider sandbox (emnify, Twilio, Telnyx stand-ins) on one port
+    #[command(
+        after_help = "Example:\n  simbatch sandbox --listen 127.0.0.1:8080 --limits scaled:20"
+    )]
     Sandbox(SandboxArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    #[command(
+        after_help = "Example:\n  simbatch completions bash > ~/.local/share/bash-completion/completions/simbatch"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout
+    #[command(after_help = "Example:\n  simbatch manpage > simbatch.1 && man ./simbatch.1")]
+    Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// How job files are read (shared by every command that reads one).

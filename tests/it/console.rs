@@ -1,6 +1,7 @@
 //! What the operator sees and can do while a run goes (issue "the operator's console"): runs
 //! that fail fast when a provider cannot be reached at all; the end of a run that says why rows
-//! failed and how to try them again; hints that resume the run they speak of.
+//! failed and how to try them again; hints that resume the run they speak of; help that says
+//! what the exit codes and credential variables are; completions and a manual page.
 
 use std::time::{Duration, Instant};
 
@@ -187,4 +188,48 @@ async fn hints_resume_the_run_they_speak_of_even_after_fresh() {
     // A run id that does not exist, or another file: refused, nothing sent.
     let output = env.run(&["run", "--resume", "nope", job]).await;
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+}
+
+/// `--help` carries examples, SPEC 5's exit codes and the credential variables of each
+/// provider; `completions` and `manpage` print what a shell and `man` read.
+#[test]
+fn help_completions_and_manual() {
+    let out = crate::support::simbatch().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "Examples:",
+        "Exit codes:",
+        "  3  aborted",
+        "  6  changes finished",
+        "EMNIFY_APPLICATION_TOKEN",
+        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        "TELNYX_API_KEY",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    let out = crate::support::simbatch()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("simbatch run --resume RUN_ID"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = crate::support::simbatch()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("simbatch") && script.contains("resume"),
+            "{shell}"
+        );
+    }
+    let out = crate::support::simbatch().arg("manpage").output().unwrap();
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        man.contains(".TH simbatch 1") && man.contains("Exit codes"),
+        "{man}"
+    );
 }
