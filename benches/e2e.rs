@@ -644,6 +644,75 @@ async fn resume(table: &mut Vec<String>) {
     sb.shutdown().await;
 }
 
+/// Issue 17's mass cut-off: 40,000 emnify `disable-device` rows under the documented limits
+/// (2,000 requests per 5 minutes per IP), in bulk; and a 2,000-row slice of it one request per
+/// row (`--no-bulk`), whose time extrapolates to the whole job.
+async fn bulk(table: &mut Vec<String>) {
+    for (rows, args, case) in [
+        (40_000u64, vec![], "bulk"),
+        (2_000, vec!["--no-bulk"], "one request per row (--no-bulk)"),
+    ] {
+        let sb = sandbox(SandboxConfig {
+            sims: 40_000,
+            limits: LimitMode::Documented,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = workdir(&sb);
+        let job = dir.path().join("job.csv");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&job).expect("job"));
+            writeln!(out, "action,provider,iccid").unwrap();
+            for i in 1..=rows {
+                writeln!(
+                    out,
+                    "disable-device,emnify,{}",
+                    inventory::iccid(EMNIFY_PREFIX, i)
+                )
+                .unwrap();
+            }
+        }
+        let mut run_args = vec!["run"];
+        run_args.extend(args);
+        run_args.push(job.to_str().unwrap());
+        let r = tokio::task::block_in_place(|| run(dir.path(), &run_args, |_, _| {}));
+        let s = stats(&sb).await;
+        let journal: Vec<Value> = reqwest::get(format!("{}/_sandbox/journal", sb.base_url()))
+            .await
+            .expect("journal")
+            .text()
+            .await
+            .expect("journal text")
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let targets: std::collections::HashSet<&str> = journal
+            .iter()
+            .filter_map(|e| e["target"].as_str())
+            .collect();
+        let extrapolated = if rows < 40_000 {
+            format!(
+                "; 40,000 rows at this pace: {:.0} min",
+                r.wall.as_secs_f64() * 40_000.0 / rows as f64 / 60.0
+            )
+        } else {
+            String::new()
+        };
+        table.push(format!(
+            "| bulk | emnify disable-device × {rows}, documented limits, {case} | {:.1} s{extrapolated} | {} 429s | {:.4} req/row ({} requests, {} bulk), journal {} changes of {} targets, exit {:?} |",
+            r.wall.as_secs_f64(),
+            s["too_many_requests"],
+            requests(&r.summary) / rows as f64,
+            requests(&r.summary),
+            r.summary["bulk_requests"]["emnify"].as_u64().unwrap_or(0),
+            journal.len(),
+            targets.len(),
+            r.exit
+        ));
+        sb.shutdown().await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let wanted: Vec<String> = std::env::args()
@@ -669,6 +738,9 @@ async fn main() {
     }
     if on("resume") {
         resume(&mut table).await;
+    }
+    if on("bulk") {
+        bulk(&mut table).await;
     }
     // `fidelity` runs all three; `fidelity-telnyx` etc. one.
     if wanted.is_empty() || wanted.iter().any(|w| w.starts_with("fidelity")) {

@@ -288,6 +288,12 @@ pub struct RunArgs {
     /// Start a new run even if this job was run before
     #[arg(long, conflicts_with = "resume")]
     pub fresh: bool,
+    /// Send every row on its own, even where the provider has bulk updates
+    #[arg(long, conflicts_with = "bulk_chunk")]
+    pub no_bulk: bool,
+    /// Items per bulk request (emnify device updates) [default: 1000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bulk_chunk: Option<u32>,
     /// Continue this run (its id, as `status` lists it and every "to resume" hint prints it);
     /// the job file must be the one it was made from
     #[arg(long, value_name = "RUN_ID")]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::bulk::{BulkEnd, BulkLane};
 use super::confirm::{Confirmer, Handoff};
 use super::control::{over_limit, FailureLimit, Live, Stop, StopReason};
 use super::execute::{execute, RowContext, RowEnd};
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub max_failures: Option<FailureLimit>,
     /// Groups running at once.
     pub group_concurrency: usize,
+    /// Lanes whose bulk-capable rows go in chunks, with the chunk size (see [`super::bulk`]).
+    pub bulk: BTreeMap<String, usize>,
 }
 
 pub struct Engine {
@@ -297,14 +300,20 @@ impl Engine {
         confirmers: Arc<BTreeMap<String, Confirmer>>,
     ) {
         let feed = Arc::new(tokio::sync::Mutex::new(feed));
+        let bulk = self
+            .options
+            .bulk
+            .get(&lane.name)
+            .map(|&chunk| Arc::new(BulkLane::new(lane.clone(), chunk, self.options.policy)));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..lane.concurrency.max(1) {
-            let (engine, lane, feed, writer, confirmers) = (
+            let (engine, lane, feed, writer, confirmers, bulk) = (
                 self.clone(),
                 lane.clone(),
                 feed.clone(),
                 writer.clone(),
                 confirmers.clone(),
+                bulk.clone(),
             );
             workers.spawn(async move {
                 loop {
@@ -314,6 +323,20 @@ impl Engine {
                     };
                     if engine.stop.requested() {
                         break;
+                    }
+                    if let Some(bulk) = bulk.as_ref().filter(|b| b.takes(&queued.row)) {
+                        let Ok(prior) = engine
+                            .before_sending(&writer, queued.index, &queued.row)
+                            .await
+                        else {
+                            continue;
+                        };
+                        if let Some(chunk) = bulk.push(queued, prior) {
+                            engine
+                                .run_bulk_chunk(&lane, bulk, chunk, &writer, &confirmers)
+                                .await;
+                        }
+                        continue;
                     }
                     engine
                         .run_row(
@@ -335,6 +358,57 @@ impl Engine {
                     std::panic::resume_unwind(e.into_panic());
                 }
             }
+        }
+        if let Some(bulk) = bulk {
+            let rest = bulk.rest();
+            if !rest.is_empty() && !self.stop.requested() {
+                self.run_bulk_chunk(&lane, &bulk, rest, &writer, &confirmers)
+                    .await;
+            }
+            for (index, record) in bulk.confirm(&self.stop).await {
+                if let Some(outcome) = record.outcome {
+                    self.note(outcome, true);
+                }
+                writer.put(index, record).await;
+            }
+        }
+    }
+
+    /// One chunk of bulk rows: its records written, the rows it cannot take run one by one.
+    async fn run_bulk_chunk(
+        &self,
+        lane: &Lane,
+        bulk: &BulkLane,
+        chunk: Vec<(super::feed::Queued, Option<RowRecord>)>,
+        writer: &Writer,
+        confirmers: &BTreeMap<String, Confirmer>,
+    ) {
+        match bulk.run_chunk(chunk, writer, &self.stop).await {
+            Ok(ends) => {
+                for end in ends {
+                    match end {
+                        BulkEnd::Record(index, record) => {
+                            if let Some(outcome) = record.outcome {
+                                self.note(outcome, true);
+                            }
+                            writer.put(index, record).await;
+                        }
+                        BulkEnd::Single(q) => {
+                            self.run_row(
+                                lane,
+                                writer,
+                                confirmers,
+                                q.index,
+                                &q.row,
+                                q.at.elapsed(),
+                                false,
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+            Err(reason) => self.stop.request(reason),
         }
     }
 

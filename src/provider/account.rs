@@ -60,6 +60,15 @@ impl Page {
     }
 }
 
+/// A device (emnify endpoint) as the device listing shows it, with its SIM's ICCID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub iccid: String,
+    pub id: String,
+    /// The device's status wording (`Enabled`, `Disabled`).
+    pub status: String,
+}
+
 pub trait Account: Send + Sync {
     /// What simbatch believes about the provider.
     fn provider(&self) -> &'static dyn Provider;
@@ -88,6 +97,26 @@ pub trait Account: Send + Sync {
 
     /// Reads an asynchronous change by its reference.
     fn poll<'a>(&'a self, reference: &'a str, after: &'a str) -> Call<'a, Polled>;
+
+    /// Page `page` (from 1) of the devices that have a SIM, only those in `status` when given,
+    /// and how many pages there are (providers with [`Provider::bulk`] actions).
+    fn devices_page<'a>(
+        &'a self,
+        _page: u64,
+        _status: Option<&'a str>,
+    ) -> Call<'a, (Vec<Device>, u64)> {
+        Box::pin(async { Err(ProviderError::permanent("this provider has no devices")) })
+    }
+
+    /// Enables or disables the devices `ids` in one request (a bulk update). One such request
+    /// at a time per account.
+    fn set_devices<'a>(&'a self, _ids: &'a [String], _enabled: bool) -> Call<'a, ()> {
+        Box::pin(async {
+            Err(ProviderError::permanent(
+                "this provider has no bulk updates",
+            ))
+        })
+    }
 
     /// Whether a change with this reference can be confirmed in a batch.
     fn batchable(&self, _reference: &str) -> bool {

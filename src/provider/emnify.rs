@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
-use super::account::{Account, Call, Cursor, Page};
+use super::account::{Account, Call, Cursor, Device, Page};
 use super::error::{ErrorClass, ProviderError};
 use super::facts::{CredentialEnv, Provider};
 use super::http::{Answer, Http, Refused};
@@ -133,7 +133,13 @@ fn describe(d: &IdDesc, names: &[&str]) -> String {
 }
 
 fn refusal(r: Refused) -> ProviderError {
-    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let envelope: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    // A bulk request refused for one item names it in `errors`
+    // (BulkUpdateEndpointRequestUnprocessableEntityError): that item's own words.
+    let body = match envelope["errors"].as_array().map(Vec::as_slice) {
+        Some([only]) if only["message"].is_string() => only.clone(),
+        _ => envelope,
+    };
     let code = body["error_code"]
         .as_i64()
         .or_else(|| body["status_code"].as_i64())
@@ -385,6 +391,93 @@ impl Emnify {
         self.patch_endpoint(endpoint_id, &body).await
     }
 
+    /// Page `page` of the endpoints (1,000 per page, by id), those in `status` when given.
+    pub async fn endpoint_page(
+        &self,
+        page: u64,
+        status: Option<&str>,
+    ) -> Result<(Vec<Device>, u64), ProviderError> {
+        #[derive(Deserialize)]
+        struct ListedSim {
+            #[serde(default)]
+            iccid: Option<String>,
+            #[serde(default)]
+            iccid_with_luhn: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Listed {
+            id: i64,
+            status: IdDesc,
+            #[serde(default)]
+            sim: Option<ListedSim>,
+        }
+        let filter = match status {
+            Some(s) => {
+                let id = ENDPOINT_STATUS
+                    .iter()
+                    .position(|n| *n == s)
+                    .ok_or_else(|| ProviderError::permanent(format!("no endpoint status `{s}`")))?;
+                format!("&q=status:{id}")
+            }
+            None => String::new(),
+        };
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/endpoint?page={page}&per_page=1000&sort=id{filter}"),
+                None,
+            )
+            .await?;
+        let pages = answer
+            .headers
+            .get("x-total-pages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let listed: Vec<Listed> = answer.json()?;
+        let devices = listed
+            .into_iter()
+            .filter_map(|e| {
+                let sim = e.sim?;
+                let iccid = sim
+                    .iccid_with_luhn
+                    .or_else(|| sim.iccid.map(|i| crate::job::ids::luhn_complete(&i)))?;
+                Some(Device {
+                    iccid,
+                    id: e.id.to_string(),
+                    status: describe(&e.status, &ENDPOINT_STATUS),
+                })
+            })
+            .collect();
+        Ok((devices, pages))
+    }
+
+    /// One bulk update of endpoint statuses, one at a time for the account with every other
+    /// endpoint update (emnify: "Execute bulk operations sequentially").
+    pub async fn set_endpoint_statuses(
+        &self,
+        ids: &[String],
+        enabled: bool,
+    ) -> Result<(), ProviderError> {
+        let status = if enabled { 0 } else { 1 };
+        let body: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let id = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
+                json!({"id": id, "status": {"id": status}})
+            })
+            .collect();
+        let _turn = self.endpoint_turn.lock().await;
+        self.http().count_bulk();
+        self.call(
+            Method::PATCH,
+            "/api/v2/endpoint/multi",
+            Some(&Value::Array(body)),
+        )
+        .await
+        .map(drop)
+    }
+
     /// One single-endpoint update, one at a time for the account (see `endpoint_turn`).
     async fn patch_endpoint(&self, endpoint_id: &str, body: &Value) -> Result<(), ProviderError> {
         let _turn = self.endpoint_turn.lock().await;
@@ -613,6 +706,12 @@ impl Provider for EmnifyProvider {
 
     fn supports(&self, action: Action) -> bool {
         !matches!(action, Action::Standby | Action::Register)
+    }
+
+    /// `PATCH /api/v2/endpoint/multi` (emnify-bulk-endpoint.json), which emnify recommends
+    /// over single-endpoint updates.
+    fn bulk(&self, action: Action) -> bool {
+        matches!(action, Action::EnableDevice | Action::DisableDevice)
     }
 
     fn move_target_problem(&self, target: &str) -> Option<&'static str> {
@@ -876,6 +975,18 @@ impl Account for Emnify {
             let (sims, pages) = self.sim_page(number).await?;
             Ok(Page::numbered(sims, number, pages))
         })
+    }
+
+    fn devices_page<'a>(
+        &'a self,
+        page: u64,
+        status: Option<&'a str>,
+    ) -> Call<'a, (Vec<Device>, u64)> {
+        Box::pin(self.endpoint_page(page, status))
+    }
+
+    fn set_devices<'a>(&'a self, ids: &'a [String], enabled: bool) -> Call<'a, ()> {
+        Box::pin(self.set_endpoint_statuses(ids, enabled))
     }
 
     fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed> {

@@ -32,6 +32,12 @@ pub trait Provider: Send + Sync {
     /// SPEC 1.2's support table.
     fn supports(&self, action: Action) -> bool;
 
+    /// Whether rows of `action` can be applied many at once, in one request per chunk (see
+    /// [`super::account::Account::set_devices`]).
+    fn bulk(&self, _action: Action) -> bool {
+        false
+    }
+
     /// Why `target` is not a `move` target in this provider's form, if it is not.
     fn move_target_problem(&self, target: &str) -> Option<&'static str>;
 

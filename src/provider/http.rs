@@ -97,6 +97,8 @@ pub struct Http {
     worked: std::sync::atomic::AtomicBool,
     /// Requests that never reached the provider (see [`Http::unreached`]).
     unreached: AtomicU64,
+    /// Bulk requests (each counted in `requests` too).
+    bulk: AtomicU64,
 }
 
 /// Requests that never reached the provider, with nothing of the account working, after which
@@ -126,6 +128,7 @@ impl Http {
             requests: AtomicU64::new(0),
             worked: std::sync::atomic::AtomicBool::new(false),
             unreached: AtomicU64::new(0),
+            bulk: AtomicU64::new(0),
         })
     }
 
@@ -174,6 +177,16 @@ impl Http {
     }
 
     /// Requests sent so far (every attempt counts).
+    /// Counts a bulk request (before it is sent).
+    pub fn count_bulk(&self) {
+        self.bulk.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bulk requests sent (or tried).
+    pub fn bulk_requests(&self) -> u64 {
+        self.bulk.load(Ordering::Relaxed)
+    }
+
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

@@ -20,7 +20,7 @@ pub mod telnyx;
 pub mod twilio;
 pub(crate) mod window;
 
-pub use account::{Account, Cursor, Page};
+pub use account::{Account, Cursor, Device, Page};
 pub use error::{ErrorClass, ProviderError};
 pub use facts::{CredentialEnv, Provider};
 pub use registry::provider_of;

@@ -76,6 +76,7 @@ pub async fn dispatch(
             wait: req.wait,
             max_failures: req.max_failures,
             group_concurrency: defaults::GROUPS_AT_ONCE,
+            bulk: bulk_lanes(req, validation, lanes),
         },
         live: live.clone(),
         stop: stop.clone(),
@@ -108,6 +109,31 @@ pub async fn dispatch(
         started_at,
         elapsed: started.elapsed(),
     }
+}
+
+/// The lanes whose bulk-capable rows go in chunks: those with at least
+/// [`BULK_MIN_ROWS`](crate::pipeline::bulk::BULK_MIN_ROWS) of them, unless `--no-bulk`.
+fn bulk_lanes(
+    req: &RunRequest,
+    validation: &FileValidation,
+    lanes: &BTreeMap<String, Arc<Lane>>,
+) -> BTreeMap<String, usize> {
+    let Some(chunk) = req.bulk_chunk else {
+        return BTreeMap::new();
+    };
+    let mut rows: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((provider, action), n) in &validation.counts {
+        if lanes
+            .get(provider)
+            .is_some_and(|lane| lane.provider().bulk(*action))
+        {
+            *rows.entry(provider.as_str()).or_default() += n;
+        }
+    }
+    rows.into_iter()
+        .filter(|(_, n)| *n >= crate::pipeline::bulk::BULK_MIN_ROWS)
+        .map(|(lane, _)| (lane.to_string(), chunk))
+        .collect()
 }
 
 /// What validation counted about the job that the dispatch pass uses.

@@ -127,6 +127,11 @@ fn summary(
         "per_action": tally.per_action,
         "requests": requests,
         "requests_total": requests.values().sum::<u64>(),
+        "bulk_requests": lanes
+            .values()
+            .map(|l| (l.name.as_str(), l.http().bulk_requests()))
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<&str, u64>>(),
         "rate_limited_429": rate_limited,
         "attempts": tally.attempts,
         "rows_per_s": if elapsed > Duration::ZERO { finished as f64 / elapsed.as_secs_f64() } else { 0.0 },

@@ -45,6 +45,9 @@ pub struct RunRequest {
     pub yes: bool,
     pub skip_invalid: bool,
     pub fresh: bool,
+    /// Items per bulk request where a provider has bulk updates; `None` (`--no-bulk`): every
+    /// row its own request.
+    pub bulk_chunk: Option<usize>,
     /// Continue this run (`--resume RUN_ID`) rather than the one the job's bytes name.
     pub resume: Option<String>,
     pub results_format: Option<JobFormat>,
@@ -78,6 +81,7 @@ impl RunRequest {
             skip_invalid: false,
             fresh: false,
             resume: None,
+            bulk_chunk: Some(crate::pipeline::bulk::DEFAULT_CHUNK),
             schedule: Schedule::default(),
             results_format: None,
             credentials: Credentials::Environment,

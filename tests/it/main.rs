@@ -1,6 +1,7 @@
 //! simbatch's integration tests: one test binary of modules (faster to build and link than one
 //! binary per file). Each test uses its own temporary directory.
 
+mod bulk;
 mod clients;
 mod console;
 mod export;

@@ -1,0 +1,153 @@
+//! emnify device rows in bulk (`PATCH /api/v2/endpoint/multi`): a refused chunk is split until
+//! its bad rows fail alone, whichever way the provider treats a request with bad items; a bulk
+//! run SIGKILLed at random moments and resumed applies each change exactly once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use simbatch::sandbox::inventory::{iccid, EMNIFY_PREFIX};
+use simbatch::sandbox::{Faults, LimitMode, SandboxConfig};
+
+use crate::run_support::{show, RunEnv};
+
+fn disable_devices(range: std::ops::RangeInclusive<u64>) -> String {
+    let rows: String = range
+        .map(|i| format!("disable-device,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    format!("action,provider,iccid\n{rows}")
+}
+
+/// 500 rows in one chunk, 3 of whose endpoints the provider refuses: exactly those 3 fail with
+/// the provider's message, the other 497 succeed — whether one bad item fails the whole request
+/// (the sandbox's default) or only itself (`bulk_partial`) — in a handful of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_with_bad_rows_is_split_until_they_fail_alone() {
+    for partial in [false, true] {
+        let env = RunEnv::new(SandboxConfig {
+            sims: 600,
+            limits: LimitMode::Off,
+            bulk_partial: partial,
+            refused_endpoints: vec![17, 250, 433],
+            ..SandboxConfig::default()
+        })
+        .await;
+        let job = env.write_job("devices.csv", &disable_devices(1..=500));
+        let output = env
+            .run(&[
+                "run",
+                "--yes",
+                "--json",
+                "--rate",
+                "1000",
+                "--bulk-chunk",
+                "500",
+                job.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+        let results = env.results();
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| r["outcome"] == "failed")
+            .map(|r| r["iccid"].as_str())
+            .collect();
+        let bad: Vec<String> = [17, 250, 433]
+            .iter()
+            .map(|&i| iccid(EMNIFY_PREFIX, i))
+            .collect();
+        assert_eq!(failed, bad, "partial {partial}");
+        for r in results.iter().filter(|r| r["outcome"] == "failed") {
+            assert!(
+                r["reason"].contains("locked against status changes"),
+                "{r:?}"
+            );
+            assert_eq!(r["http_status"], "422", "{r:?}");
+        }
+        let count = |o: &str| results.iter().filter(|r| r["outcome"] == o).count();
+        assert_eq!(count("succeeded"), 497, "partial {partial}");
+        let journal = env.sb.journal().await;
+        assert_eq!(journal.len(), 497, "each good row changed once");
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let bulk = summary["bulk_requests"]["emnify"].as_u64().unwrap();
+        // One chunk; three bad items isolated by halving: at most 3 × 2 × log2(500) requests.
+        assert!(bulk <= 60, "{bulk} bulk requests: {summary}");
+        assert!(
+            summary["requests_total"].as_u64().unwrap() < 80,
+            "{summary}"
+        );
+    }
+}
+
+/// A 3,000-row job — 1,500 emnify device rows in bulk, suspensions at all three providers one
+/// by one — SIGKILLed five times at random moments and resumed, with connections dropped
+/// after the change was applied: every row ends final and each change is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
+    let per = 500u64;
+    let env = RunEnv::new(SandboxConfig {
+        sims: 2_100,
+        limits: LimitMode::Off,
+        faults: Faults {
+            reset_rate: 0.02,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut job = disable_devices(601..=2_100);
+    for i in 1..=per {
+        if i % 10 == 0 {
+            continue;
+        }
+        for (provider, prefix) in [
+            ("emnify", EMNIFY_PREFIX),
+            ("twilio", simbatch::sandbox::inventory::TWILIO_PREFIX),
+            ("telnyx", simbatch::sandbox::inventory::TELNYX_PREFIX),
+        ] {
+            job.push_str(&format!("suspend,{provider},{}\n", iccid(prefix, i)));
+        }
+    }
+    let path = env.write_job("mixed.csv", &job);
+    let args = [
+        "run",
+        "-q",
+        "--rate",
+        "300",
+        "--bulk-chunk",
+        "200",
+        path.to_str().unwrap(),
+    ];
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..5 {
+        let mut child = env
+            .command(&args, crate::run_support::TOKEN)
+            .spawn()
+            .unwrap();
+        let wait = Duration::from_millis(rng.u64(200..2_500));
+        tokio::time::sleep(wait).await;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let output = env.run(&args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let results = env.results();
+    assert_eq!(results.len(), 1_500 + 3 * 450);
+    let mut changes: HashMap<String, usize> = HashMap::new();
+    for e in env.sb.journal().await {
+        *changes
+            .entry(e["target"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for r in &results {
+        let expected = match r["outcome"].as_str() {
+            "succeeded" => 1,
+            "skipped" => 0,
+            other => panic!("{other}: {r:?}"),
+        };
+        assert_eq!(
+            changes.get(&r["iccid"]).copied().unwrap_or(0),
+            expected,
+            "{r:?}"
+        );
+    }
+}
