@@ -71,6 +71,9 @@ pub enum BulkEnd {
 pub struct BulkLane {
     lane: Arc<Lane>,
     chunk: usize,
+    /// The lane's bulk rows in the job: the device listing is taken only when it costs fewer
+    /// pages than half as many lookups (see [`BulkLane::devices`]).
+    rows: u64,
     policy: RetryPolicy,
     queue: std::sync::Mutex<Vec<(Queued, Option<RowRecord>)>>,
     /// The devices with a SIM, by ICCID (listed once, at the first chunk).
@@ -79,10 +82,11 @@ pub struct BulkLane {
 }
 
 impl BulkLane {
-    pub fn new(lane: Arc<Lane>, chunk: usize, policy: RetryPolicy) -> BulkLane {
+    pub fn new(lane: Arc<Lane>, chunk: usize, rows: u64, policy: RetryPolicy) -> BulkLane {
         BulkLane {
             lane,
             chunk: chunk.max(1),
+            rows,
             policy,
             queue: Default::default(),
             devices: Default::default(),
@@ -112,13 +116,21 @@ impl BulkLane {
         std::mem::take(&mut *self.queue.lock().expect("bulk queue lock"))
     }
 
-    /// The account's devices, listed once; `None` when the listing failed (rows then go the
-    /// single-row way).
+    /// The account's devices, listed once; `None` when the listing failed or would cost more
+    /// pages than half the lane's bulk rows (a few rows on a large account: each is looked up
+    /// on its own, the single-row way).
     async fn devices(&self, stop: &Stop) -> Option<&HashMap<String, Device>> {
         self.devices
             .get_or_init(|| async {
-                match self.list(None, stop).await {
-                    Ok(devices) => Some(devices.into_iter().map(|d| (d.iccid.clone(), d)).collect()),
+                let budget = (self.rows / 2).max(1);
+                match self.list_within(None, budget, stop).await {
+                    Ok(None) => {
+                        tracing::info!(lane = %self.lane.name, rows = self.rows, "the device listing would cost more than looking each row up; rows go one by one");
+                        None
+                    }
+                    Ok(Some(devices)) => {
+                        Some(devices.into_iter().map(|d| (d.iccid.clone(), d)).collect())
+                    }
                     Err(e) => {
                         tracing::warn!(lane = %self.lane.name, error = %e, "could not list the devices; reading each row's instead");
                         None
@@ -131,6 +143,18 @@ impl BulkLane {
 
     /// Every device with a SIM (in `status`, when given), all pages.
     async fn list(&self, status: Option<&str>, stop: &Stop) -> Result<Vec<Device>, ProviderError> {
+        self.list_within(status, u64::MAX, stop)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`BulkLane::list`], or `None` when it has more than `budget` pages.
+    async fn list_within(
+        &self,
+        status: Option<&str>,
+        budget: u64,
+        stop: &Stop,
+    ) -> Result<Option<Vec<Device>>, ProviderError> {
         let account = self.lane.account.as_ref();
         let mut all = Vec::new();
         let mut page = 1;
@@ -140,9 +164,12 @@ impl BulkLane {
             }
             let (devices, pages) =
                 with_retries(&self.policy, || account.devices_page(page, status)).await?;
+            if pages > budget {
+                return Ok(None);
+            }
             all.extend(devices);
             if page >= pages {
-                return Ok(all);
+                return Ok(Some(all));
             }
             page += 1;
         }

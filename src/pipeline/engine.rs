@@ -34,8 +34,9 @@ pub struct RunOptions {
     pub max_failures: Option<FailureLimit>,
     /// Groups running at once.
     pub group_concurrency: usize,
-    /// Lanes whose bulk-capable rows go in chunks, with the chunk size (see [`super::bulk`]).
-    pub bulk: BTreeMap<String, usize>,
+    /// Lanes whose bulk-capable rows go in chunks: the chunk size and how many such rows the
+    /// job has (see [`super::bulk`]).
+    pub bulk: BTreeMap<String, (usize, u64)>,
 }
 
 pub struct Engine {
@@ -300,11 +301,14 @@ impl Engine {
         confirmers: Arc<BTreeMap<String, Confirmer>>,
     ) {
         let feed = Arc::new(tokio::sync::Mutex::new(feed));
-        let bulk = self
-            .options
-            .bulk
-            .get(&lane.name)
-            .map(|&chunk| Arc::new(BulkLane::new(lane.clone(), chunk, self.options.policy)));
+        let bulk = self.options.bulk.get(&lane.name).map(|&(chunk, rows)| {
+            Arc::new(BulkLane::new(
+                lane.clone(),
+                chunk,
+                rows,
+                self.options.policy,
+            ))
+        });
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..lane.concurrency.max(1) {
             let (engine, lane, feed, writer, confirmers, bulk) = (

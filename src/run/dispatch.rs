@@ -117,7 +117,7 @@ fn bulk_lanes(
     req: &RunRequest,
     validation: &FileValidation,
     lanes: &BTreeMap<String, Arc<Lane>>,
-) -> BTreeMap<String, usize> {
+) -> BTreeMap<String, (usize, u64)> {
     let Some(chunk) = req.bulk_chunk else {
         return BTreeMap::new();
     };
@@ -132,7 +132,7 @@ fn bulk_lanes(
     }
     rows.into_iter()
         .filter(|(_, n)| *n >= crate::pipeline::bulk::BULK_MIN_ROWS)
-        .map(|(lane, _)| (lane.to_string(), chunk))
+        .map(|(lane, n)| (lane.to_string(), (chunk, n)))
         .collect()
 }
 

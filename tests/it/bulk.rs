@@ -151,3 +151,42 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         );
     }
 }
+
+/// A few device rows on a large account: listing every device would cost more than looking
+/// each row up, so after the first page (which tells the size) the rows go one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 30_000,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let job = env.write_job("devices.csv", &disable_devices(1..=20));
+    let output = env
+        .run(&[
+            "run",
+            "--yes",
+            "--json",
+            "--rate",
+            "1000",
+            job.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
+    let stats = env.sb.stats().await;
+    let listed: u64 = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "GET /emnify/api/v1/endpoint")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listed, 1, "{}", stats["requests"]);
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        summary["bulk_requests"].get("emnify").is_none(),
+        "{summary}"
+    );
+}

@@ -515,7 +515,14 @@ async fn emnify_endpoint_updates_go_one_at_a_time() {
         .collect();
     let job = env.write_job("devices.csv", &format!("action,provider,iccid\n{rows}"));
     let output = env
-        .run(&["run", "--yes", "--no-bulk", "--rate", "500", job.to_str().unwrap()])
+        .run(&[
+            "run",
+            "--yes",
+            "--no-bulk",
+            "--rate",
+            "500",
+            job.to_str().unwrap(),
+        ])
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let stats = env.sb.stats().await;
