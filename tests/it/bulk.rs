@@ -75,17 +75,36 @@ async fn a_chunk_with_bad_rows_is_split_until_they_fail_alone() {
             summary["requests_total"].as_u64().unwrap() < 80,
             "{summary}"
         );
+
+        // The revert of a bulk run goes in bulk too.
+        let undo = env.dir.path().join("undo.csv");
+        std::fs::copy(env.report_dir().join("revert.csv"), &undo).unwrap();
+        std::fs::remove_dir_all(env.dir.path().join("reports")).unwrap();
+        let output = env
+            .run(&[
+                "run",
+                "--yes",
+                "--json",
+                "--rate",
+                "1000",
+                undo.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(summary["outcomes"]["succeeded"], 497, "{summary}");
+        assert_eq!(summary["bulk_requests"]["emnify"], 1, "{summary}");
     }
 }
 
-/// A 3,000-row job — 1,500 emnify device rows in bulk, suspensions at all three providers one
-/// by one — SIGKILLed five times at random moments and resumed, with connections dropped
-/// after the change was applied: every row ends final and each change is applied once.
+/// A 5,000-row job — 2,000 emnify device rows in bulk, 1,000 suspensions at each of the three
+/// providers one by one — SIGKILLed five times at random moments and resumed, with connections
+/// dropped after the change was applied: every row ends final and each change is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
-    let per = 500u64;
+    let per = 1_000u64;
     let env = RunEnv::new(SandboxConfig {
-        sims: 2_100,
+        sims: 3_000,
         limits: LimitMode::Off,
         faults: Faults {
             reset_rate: 0.02,
@@ -94,11 +113,8 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         ..SandboxConfig::default()
     })
     .await;
-    let mut job = disable_devices(601..=2_100);
+    let mut job = disable_devices(1_001..=3_000);
     for i in 1..=per {
-        if i % 10 == 0 {
-            continue;
-        }
         for (provider, prefix) in [
             ("emnify", EMNIFY_PREFIX),
             ("twilio", simbatch::sandbox::inventory::TWILIO_PREFIX),
@@ -131,7 +147,7 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     let output = env.run(&args).await;
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let results = env.results();
-    assert_eq!(results.len(), 1_500 + 3 * 450);
+    assert_eq!(results.len(), 5_000);
     let mut changes: HashMap<String, usize> = HashMap::new();
     for e in env.sb.journal().await {
         *changes
@@ -150,6 +166,9 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
             "{r:?}"
         );
     }
+    // Every SIM of every tenth number starts suspended: skipped; every device was enabled.
+    let skipped = results.iter().filter(|r| r["outcome"] == "skipped").count();
+    assert_eq!(skipped, 300);
 }
 
 /// A few device rows on a large account: listing every device would cost more than looking
