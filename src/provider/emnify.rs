@@ -111,6 +111,12 @@ const SIM_STATUS: [&str; 5] = [
 ];
 const ENDPOINT_STATUS: [&str; 3] = ["Enabled", "Disabled", "Deleted"];
 
+/// A listed SIM's 20-digit ICCID: older responses carry only the 19-digit `iccid`, completed
+/// with its check digit.
+fn full_iccid(with_luhn: Option<String>, short: Option<String>) -> Option<String> {
+    with_luhn.or_else(|| short.map(|i| crate::job::ids::luhn_complete(&i)))
+}
+
 /// emnify's ids (SIM, endpoint, organisation) are integers.
 fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
@@ -323,27 +329,13 @@ impl Emnify {
             #[serde(default)]
             endpoint: Option<IdOnly>,
         }
-        let answer = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/sim?page={page}&per_page=2500"),
-                None,
-            )
+        let (sims, pages) = self
+            .numbered_page::<Listed>(&format!("/api/v1/sim?page={page}&per_page=2500"))
             .await?;
-        let pages = answer
-            .headers
-            .get("x-total-pages")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let sims: Vec<Listed> = answer.json()?;
         let items = sims
             .into_iter()
             .filter_map(|s| {
-                // Older responses carry only the 19-digit `iccid`; complete it.
-                let iccid = s
-                    .iccid_with_luhn
-                    .or_else(|| s.iccid.map(|i| crate::job::ids::luhn_complete(&i)))?;
+                let iccid = full_iccid(s.iccid_with_luhn, s.iccid)?;
                 let state = SimState {
                     id: s.id.to_string(),
                     status: describe(&s.status, &SIM_STATUS),
@@ -391,6 +383,21 @@ impl Emnify {
         self.patch_endpoint(endpoint_id, &body).await
     }
 
+    /// One page of a paged list and the number of pages (`X-Total-Pages`; 1 when absent).
+    async fn numbered_page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<T>, u64), ProviderError> {
+        let answer = self.call(Method::GET, path, None).await?;
+        let pages = answer
+            .headers
+            .get("x-total-pages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok((answer.json()?, pages))
+    }
+
     /// Page `page` of the endpoints (1,000 per page, by id), those in `status` when given.
     pub async fn endpoint_page(
         &self,
@@ -421,27 +428,16 @@ impl Emnify {
             }
             None => String::new(),
         };
-        let answer = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/endpoint?page={page}&per_page=1000&sort=id{filter}"),
-                None,
-            )
+        let (listed, pages) = self
+            .numbered_page::<Listed>(&format!(
+                "/api/v1/endpoint?page={page}&per_page=1000&sort=id{filter}"
+            ))
             .await?;
-        let pages = answer
-            .headers
-            .get("x-total-pages")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let listed: Vec<Listed> = answer.json()?;
         let devices = listed
             .into_iter()
             .filter_map(|e| {
                 let sim = e.sim?;
-                let iccid = sim
-                    .iccid_with_luhn
-                    .or_else(|| sim.iccid.map(|i| crate::job::ids::luhn_complete(&i)))?;
+                let iccid = full_iccid(sim.iccid_with_luhn, sim.iccid)?;
                 Some(Device {
                     iccid,
                     id: e.id.to_string(),

@@ -195,13 +195,7 @@ async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
     let stats = env.sb.stats().await;
-    let listed: u64 = stats["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["path"] == "GET /emnify/api/v1/endpoint")
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum();
+    let listed = env.sb.requests_to("GET /emnify/api/v1/endpoint").await;
     assert_eq!(listed, 1, "{}", stats["requests"]);
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(

@@ -198,6 +198,17 @@ impl Sb {
         n
     }
 
+    /// Requests the sandbox answered on `route` (`"GET /emnify/api/v1/endpoint"`), any status.
+    pub async fn requests_to(&self, route: &str) -> u64 {
+        self.stats().await["requests"]
+            .as_array()
+            .expect("a request list")
+            .iter()
+            .filter(|r| r["path"] == route)
+            .map(|r| r["count"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     /// How many profile downloads emnify eUICC `k` was sent.
     pub async fn downloads(&self, k: u64) -> usize {
         let ops = self.euicc_operations(k).await;

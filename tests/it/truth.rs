@@ -159,13 +159,7 @@ async fn busy_telnyx_confirmation_lists_the_sims_once_dispatch_is_quiet() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(env.results().iter().all(|r| r["outcome"] == "succeeded"));
     let stats = env.sb.stats().await;
-    let listed: u64 = stats["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["path"] == "GET /telnyx/v2/sim_cards")
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum();
+    let listed = env.sb.requests_to("GET /telnyx/v2/sim_cards").await;
     // 8 pages of 250 for pre-flight, 8 to confirm, a few first pages to learn a size.
     assert!(
         listed <= 20,
