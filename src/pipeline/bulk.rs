@@ -50,6 +50,15 @@ type ItemResults<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Vec<Result<(), ProviderError>>> + Send + 'a>,
 >;
 
+/// A row of a chunk to be sent: its marker, its device and the status it aims at.
+struct ToSend {
+    queued: Queued,
+    record: RowRecord,
+    device: String,
+    want: String,
+    enable: bool,
+}
+
 /// A row marked and sent in a chunk, awaiting the confirming listing.
 struct Sent {
     index: u64,
@@ -182,23 +191,50 @@ impl BulkLane {
         writer: &Writer,
         stop: &Stop,
     ) -> Result<Vec<BulkEnd>, StopReason> {
-        let stops = |e: ProviderError| StopReason::provider(&self.lane.name, &e);
-        let mut ends = Vec::new();
         let Some(devices) = self.devices(stop).await else {
             return Ok(chunk.into_iter().map(|(q, _)| BulkEnd::Single(q)).collect());
         };
-        // Look and decide.
-        let mut to_send: Vec<(Queued, RowRecord, Device, String)> = Vec::new();
+        let (mut ends, to_send) = self.decide(chunk, devices);
+        if to_send.is_empty() || stop.requested() {
+            return Ok(ends);
+        }
+        // Mark: every marker durable before the chunk leaves.
+        let marks = futures_util::future::join_all(
+            to_send
+                .iter()
+                .map(|t| writer.durable(t.queued.index, t.record.clone())),
+        )
+        .await;
+        if let Some(Err(e)) = marks.into_iter().find(Result::is_err) {
+            return Err(StopReason::Store(e));
+        }
+        for enable in [false, true] {
+            let group: Vec<&ToSend> = to_send.iter().filter(|t| t.enable == enable).collect();
+            if !group.is_empty() && !self.send(group, enable, stop, &mut ends).await? {
+                break;
+            }
+        }
+        Ok(ends)
+    }
+
+    /// Look and decide: each row of the chunk ends here (already in effect), goes the
+    /// single-row way (its device is not listed), or is to be sent.
+    fn decide(
+        &self,
+        chunk: Vec<(Queued, Option<RowRecord>)>,
+        devices: &HashMap<String, Device>,
+    ) -> (Vec<BulkEnd>, Vec<ToSend>) {
+        let mut ends = Vec::new();
+        let mut to_send = Vec::new();
         for (queued, prior) in chunk {
             let enable = matches!(queued.row.operation, Operation::EnableDevice);
-            let (Some(iccid), Some(want)) = (
-                queued.row.target.iccid(),
-                self.lane.provider().device_status(enable),
-            ) else {
-                ends.push(BulkEnd::Single(queued));
-                continue;
-            };
-            let Some(device) = devices.get(iccid.as_str()) else {
+            let listed = queued
+                .row
+                .target
+                .iccid()
+                .and_then(|iccid| devices.get(iccid.as_str()));
+            let (Some(device), Some(want)) = (listed, self.lane.provider().device_status(enable))
+            else {
                 ends.push(BulkEnd::Single(queued));
                 continue;
             };
@@ -207,98 +243,77 @@ impl BulkLane {
                 .is_some_and(|p| p.phase == Phase::Sending && p.attempts > 0);
             let mut record = prior.unwrap_or_else(|| RowRecord::sending(Utc::now(), 0));
             record.queued_ms = Some(queued.at.elapsed().as_millis() as u64);
-            if record.started_at.is_none() {
-                record.started_at = Some(Utc::now());
-            }
-            if device.status == want {
-                let reason = if interrupted {
-                    format!("confirmed after an interrupted attempt: already {want}")
-                } else {
-                    format!("already {want}")
-                };
-                let outcome = if interrupted {
-                    Outcome::Succeeded
-                } else {
-                    Outcome::Skipped
-                };
-                if !interrupted {
-                    record.before = Some(device.status.clone());
-                }
-                record.after = Some(want.to_string());
-                record.finish(outcome, Some(reason), None);
-                ends.push(BulkEnd::Record(queued.index, record));
-                continue;
-            }
+            record.started_at.get_or_insert_with(Utc::now);
             if !interrupted {
                 record.before = Some(device.status.clone());
             }
             record.after = Some(want.to_string());
-            record.phase = Phase::Sending;
-            record.attempts += 1;
-            to_send.push((queued, record, device.clone(), want.to_string()));
-        }
-        if to_send.is_empty() || stop.requested() {
-            return Ok(ends);
-        }
-        // Mark: every marker durable before the chunk leaves.
-        let marks = futures_util::future::join_all(
-            to_send
-                .iter()
-                .map(|(q, record, _, _)| writer.durable(q.index, record.clone())),
-        )
-        .await;
-        if let Some(Err(e)) = marks.into_iter().find(Result::is_err) {
-            return Err(StopReason::Store(e));
-        }
-        // Send, per target status.
-        for enable in [false, true] {
-            let group: Vec<&(Queued, RowRecord, Device, String)> = to_send
-                .iter()
-                .filter(|(q, ..)| matches!(q.row.operation, Operation::EnableDevice) == enable)
-                .collect();
-            if group.is_empty() {
+            if device.status == want {
+                let (outcome, reason) = match interrupted {
+                    true => (
+                        Outcome::Succeeded,
+                        format!("confirmed after an interrupted attempt: already {want}"),
+                    ),
+                    false => (Outcome::Skipped, format!("already {want}")),
+                };
+                record.finish(outcome, Some(reason), None);
+                ends.push(BulkEnd::Record(queued.index, record));
                 continue;
             }
-            let ids: Vec<String> = group.iter().map(|(_, _, d, _)| d.id.clone()).collect();
-            let started = Instant::now();
-            let results = self.send_split(&ids, enable, stop).await;
-            for ((queued, record, device, want), result) in group.into_iter().zip(results) {
-                match result {
-                    Ok(()) => self.sent.lock().expect("bulk sent lock").push(Sent {
-                        index: queued.index,
-                        record: record.clone(),
-                        device: device.id.clone(),
-                        want: want.clone(),
-                        started,
-                    }),
-                    // Not sent (the run stops): the markers stay for the next run.
-                    Err(e) if e.class == ErrorClass::Stopped => return Ok(ends),
-                    Err(e) if e.stops_run() => return Err(stops(e)),
-                    // Perhaps applied: the listing decides.
-                    Err(e) if e.maybe_applied => {
-                        let mut record = record.clone();
-                        record.reason = Some(e.to_string());
-                        self.sent.lock().expect("bulk sent lock").push(Sent {
-                            index: queued.index,
-                            record,
-                            device: device.id.clone(),
-                            want: want.clone(),
-                            started,
-                        })
-                    }
-                    Err(e) => {
-                        let mut record = record.clone();
-                        record.http_status = e.http_status;
-                        record.provider_code = e.code.clone();
-                        record.after = None;
-                        let latency = started.elapsed().as_millis() as u64;
-                        record.finish(Outcome::Failed, Some(e.to_string()), Some(latency));
-                        ends.push(BulkEnd::Record(queued.index, record));
-                    }
+            record.phase = Phase::Sending;
+            record.attempts += 1;
+            to_send.push(ToSend {
+                queued,
+                record,
+                device: device.id.clone(),
+                want: want.to_string(),
+                enable,
+            });
+        }
+        (ends, to_send)
+    }
+
+    /// Sends one target status's rows of a chunk; each either awaits the confirming listing
+    /// or ends (`ends`). False when the run stops before they could go (their markers stay).
+    async fn send(
+        &self,
+        group: Vec<&ToSend>,
+        enable: bool,
+        stop: &Stop,
+        ends: &mut Vec<BulkEnd>,
+    ) -> Result<bool, StopReason> {
+        let ids: Vec<String> = group.iter().map(|t| t.device.clone()).collect();
+        let started = Instant::now();
+        let results = self.send_split(&ids, enable, stop).await;
+        for (t, result) in group.into_iter().zip(results) {
+            let mut record = t.record.clone();
+            match result {
+                Ok(()) => {}
+                Err(e) if e.class == ErrorClass::Stopped => return Ok(false),
+                Err(e) if e.stops_run() => {
+                    return Err(StopReason::provider(&self.lane.name, &e));
+                }
+                // Perhaps applied: the listing decides.
+                Err(e) if e.maybe_applied => record.reason = Some(e.to_string()),
+                Err(e) => {
+                    record.http_status = e.http_status;
+                    record.provider_code = e.code.clone();
+                    record.after = None;
+                    let latency = started.elapsed().as_millis() as u64;
+                    record.finish(Outcome::Failed, Some(e.to_string()), Some(latency));
+                    ends.push(BulkEnd::Record(t.queued.index, record));
+                    continue;
                 }
             }
+            self.sent.lock().expect("bulk sent lock").push(Sent {
+                index: t.queued.index,
+                record,
+                device: t.device.clone(),
+                want: t.want.clone(),
+                started,
+            });
         }
-        Ok(ends)
+        Ok(true)
     }
 
     /// Sends `ids` in one bulk request (retried as a whole while it may have been applied or
