@@ -344,8 +344,11 @@ impl BulkLane {
     }
 
     /// Confirms every row sent: lists the devices in each target status and settles each
-    /// row by whether its device is among them. Records to write, in any order.
-    pub async fn confirm(&self, stop: &Stop) -> Vec<(u64, RowRecord)> {
+    /// row by whether its device is among them. Records to write, in any order, and why the
+    /// run must stop when a listing says so (credentials refused, provider unreachable: those
+    /// rows keep their markers for the next run).
+    pub async fn confirm(&self, stop: &Stop) -> (Vec<(u64, RowRecord)>, Option<StopReason>) {
+        let mut stopped = None;
         let sent = std::mem::take(&mut *self.sent.lock().expect("bulk sent lock"));
         let statuses: HashSet<String> = sent.iter().map(|s| s.want.clone()).collect();
         let mut shown: HashMap<String, Result<HashSet<String>, ProviderError>> = HashMap::new();
@@ -361,7 +364,11 @@ impl BulkLane {
             let mut record = s.record;
             let latency = Some(s.started.elapsed().as_millis() as u64);
             match shown.get(&s.want).expect("listed above") {
-                Err(e) if e.class == ErrorClass::Stopped || e.stops_run() => continue,
+                Err(e) if e.class == ErrorClass::Stopped => continue,
+                Err(e) if e.stops_run() => {
+                    stopped.get_or_insert_with(|| StopReason::provider(&self.lane.name, e));
+                    continue;
+                }
                 Err(e) => record.finish(
                     Outcome::Unknown,
                     Some(format!(
@@ -391,7 +398,7 @@ impl BulkLane {
             }
             out.push((s.index, record));
         }
-        out
+        (out, stopped)
     }
 }
 

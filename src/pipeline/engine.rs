@@ -369,13 +369,25 @@ impl Engine {
                 self.run_bulk_chunk(&lane, &bulk, rest, &writer, &confirmers)
                     .await;
             }
-            for (index, record) in bulk.confirm(&self.stop).await {
-                if let Some(outcome) = record.outcome {
-                    self.note(outcome, true);
-                }
-                writer.put(index, record).await;
+            let (records, stopped) = bulk.confirm(&self.stop).await;
+            for (index, record) in records {
+                self.record(&writer, index, record).await;
+            }
+            if let Some(reason) = stopped {
+                self.stop.request(reason);
             }
         }
+    }
+
+    /// A row's record produced by this invocation: counted, and handed to the writer. Its
+    /// outcome, if it has one.
+    async fn record(&self, writer: &Writer, index: u64, record: RowRecord) -> Option<Outcome> {
+        let outcome = record.outcome;
+        if let Some(o) = outcome {
+            self.note(o, true);
+        }
+        writer.put(index, record).await;
+        outcome
     }
 
     /// One chunk of bulk rows: its records written, the rows it cannot take run one by one.
@@ -392,10 +404,7 @@ impl Engine {
                 for end in ends {
                     match end {
                         BulkEnd::Record(index, record) => {
-                            if let Some(outcome) = record.outcome {
-                                self.note(outcome, true);
-                            }
-                            writer.put(index, record).await;
+                            self.record(writer, index, record).await;
                         }
                         BulkEnd::Single(q) => {
                             self.run_row(
@@ -534,14 +543,7 @@ impl Engine {
                     None => None,
                 }
             }
-            RowEnd::Record(record) => {
-                let outcome = record.outcome;
-                if let Some(o) = outcome {
-                    self.note(o, true);
-                }
-                writer.put(index, record).await;
-                outcome
-            }
+            RowEnd::Record(record) => self.record(writer, index, record).await,
             RowEnd::Aborted(e) => {
                 self.stop.request(StopReason::provider(&lane.name, &e));
                 None

@@ -203,3 +203,42 @@ async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
         "{summary}"
     );
 }
+
+/// Credentials refused while the bulk rows are confirmed (the confirming listing answered 401,
+/// after the one re-authentication): the run stops with exit 3 and the rows keep their markers
+/// for the next run — it does not end as if they were done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_while_confirming_stop_the_run() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(|method: &axum::http::Method, path: &str| {
+            if *method == axum::http::Method::GET
+                && path.starts_with("/emnify/api/v1/endpoint?")
+                && path.contains("q=status")
+            {
+                crate::proxy::Fault::Refuse(401)
+            } else {
+                crate::proxy::Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let job = env.write_job("devices.csv", &disable_devices(1..=30));
+    let output = env
+        .run(&["run", "--yes", "--rate", "1000", job.to_str().unwrap()])
+        .await;
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        env.results().iter().all(|r| r["outcome"].is_empty()),
+        "{text}"
+    );
+}
