@@ -118,6 +118,25 @@ pub trait Account: Send + Sync {
         })
     }
 
+    /// Puts SIMs on devices, or takes a device's SIM off (`None`): `(device id, SIM id)` pairs
+    /// in one request (a bulk update, like [`Account::set_devices`]).
+    fn assign_devices<'a>(&'a self, _pairs: &'a [(String, Option<String>)]) -> Call<'a, ()> {
+        Box::pin(async {
+            Err(ProviderError::permanent(
+                "this provider has no bulk updates",
+            ))
+        })
+    }
+
+    /// Deletes the SIMs `ids` (provider ids, each on no device) in one request.
+    fn delete_sims<'a>(&'a self, _ids: &'a [String]) -> Call<'a, ()> {
+        Box::pin(async {
+            Err(ProviderError::permanent(
+                "this provider has no bulk deletes",
+            ))
+        })
+    }
+
     /// Whether a change with this reference can be confirmed in a batch.
     fn batchable(&self, _reference: &str) -> bool {
         false

@@ -122,6 +122,12 @@ fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// An id as emnify writes it in a body: a number (an id that is not one is sent as text, for
+/// emnify to refuse).
+fn number_or_text(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n))
+}
+
 /// The `after` of a delete row whose device was left without its SIM (see
 /// [`Emnify::delete_sim`]), followed by the endpoint id; `revert.csv` turns it into `attach`.
 const DETACHED_FROM: &str = "detached from endpoint ";
@@ -448,27 +454,61 @@ impl Emnify {
         Ok((devices, pages))
     }
 
-    /// One bulk update of endpoint statuses, one at a time for the account with every other
-    /// endpoint update (emnify: "Execute bulk operations sequentially").
+    /// One bulk update of endpoint statuses.
     pub async fn set_endpoint_statuses(
         &self,
         ids: &[String],
         enabled: bool,
     ) -> Result<(), ProviderError> {
         let status = if enabled { 0 } else { 1 };
-        let body: Vec<Value> = ids
+        let items = ids
             .iter()
-            .map(|id| {
-                let id = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
-                json!({"id": id, "status": {"id": status}})
+            .map(|id| json!({"id": number_or_text(id), "status": {"id": status}}))
+            .collect();
+        self.patch_endpoints(items).await
+    }
+
+    /// One bulk update of endpoints' SIMs: `(endpoint, SIM)` puts the SIM on the endpoint,
+    /// `(endpoint, None)` releases the endpoint's SIM.
+    pub async fn assign_sims(
+        &self,
+        pairs: &[(String, Option<String>)],
+    ) -> Result<(), ProviderError> {
+        let items = pairs
+            .iter()
+            .map(|(ep, sim)| {
+                let sim = sim.as_deref().map_or(Value::Null, number_or_text);
+                json!({"id": number_or_text(ep), "sim": {"id": sim}})
             })
             .collect();
+        self.patch_endpoints(items).await
+    }
+
+    /// `PATCH /api/v2/endpoint/multi`, one at a time for the account with every other endpoint
+    /// update (emnify: "Execute bulk operations sequentially").
+    async fn patch_endpoints(&self, items: Vec<Value>) -> Result<(), ProviderError> {
         let _turn = self.endpoint_turn.lock().await;
         self.http().count_bulk();
         self.call(
             Method::PATCH,
             "/api/v2/endpoint/multi",
-            Some(&Value::Array(body)),
+            Some(&Value::Array(items)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `DELETE /api/v1/sim/multi`: the SIMs `ids`, each already released from its endpoint.
+    pub async fn delete_sims(&self, ids: &[String]) -> Result<(), ProviderError> {
+        let items = ids
+            .iter()
+            .map(|id| json!({"id": number_or_text(id)}))
+            .collect();
+        self.http().count_bulk();
+        self.call(
+            Method::DELETE,
+            "/api/v1/sim/multi",
+            Some(&Value::Array(items)),
         )
         .await
         .map(drop)
@@ -509,31 +549,13 @@ impl Emnify {
         let Some(ep) = endpoint_id else {
             return Err(refused);
         };
-        let mut e = refused.clone();
-        match self.assign(ep, Some(sim_id)).await {
-            Ok(()) => {
-                e.message = format!(
-                    "{}; the SIM was released from endpoint {ep} for the delete and put back on endpoint {ep}",
-                    refused.message
-                )
-            }
-            Err(back) => {
-                e.message = format!(
-                    "{}; the device is detached: endpoint {ep} has no SIM (it was released for the delete, and putting SIM {sim_id} back failed: {back}); revert.csv re-attaches it",
-                    refused.message
-                );
-                e.left = Some(format!("{DETACHED_FROM}{ep}"));
-            }
-        }
-        Err(e)
+        let back = self.assign(ep, Some(sim_id)).await;
+        Err(EmnifyProvider.delete_refused(&refused, ep, sim_id, back.as_ref().map(drop)))
     }
 
     /// Puts `sim` on endpoint `ep`, or releases its SIM (`None`).
     async fn assign(&self, ep: &str, sim: Option<&str>) -> Result<(), ProviderError> {
-        let id = match sim {
-            Some(sim) => sim.parse::<u64>().map_or_else(|_| json!(sim), |n| json!(n)),
-            None => Value::Null,
-        };
+        let id = sim.map_or(Value::Null, number_or_text);
         self.patch_endpoint(ep, &json!({"sim": {"id": id}})).await
     }
 
@@ -705,9 +727,13 @@ impl Provider for EmnifyProvider {
     }
 
     /// `PATCH /api/v2/endpoint/multi` (emnify-bulk-endpoint.json), which emnify recommends
-    /// over single-endpoint updates.
+    /// over single-endpoint updates, for device rows; that PATCH's `sim: {id: null}` and
+    /// `DELETE /api/v1/sim/multi` for deletes.
     fn bulk(&self, action: Action) -> bool {
-        matches!(action, Action::EnableDevice | Action::DisableDevice)
+        matches!(
+            action,
+            Action::EnableDevice | Action::DisableDevice | Action::Delete
+        )
     }
 
     fn move_target_problem(&self, target: &str) -> Option<&'static str> {
@@ -716,6 +742,34 @@ impl Provider for EmnifyProvider {
 
     fn device_id_problem(&self, target: &str) -> Option<&'static str> {
         (!is_id(target)).then_some("an emnify endpoint id is a number")
+    }
+
+    /// Says both facts: the refusal, and whether the SIM is back on its endpoint or the device
+    /// is detached (then `left` names the endpoint for [`Provider::repairs`]).
+    fn delete_refused(
+        &self,
+        refused: &ProviderError,
+        device: &str,
+        sim: &str,
+        back: Result<(), &ProviderError>,
+    ) -> ProviderError {
+        let mut e = refused.clone();
+        match back {
+            Ok(()) => {
+                e.message = format!(
+                    "{}; the SIM was released from endpoint {device} for the delete and put back on endpoint {device}",
+                    refused.message
+                )
+            }
+            Err(back) => {
+                e.message = format!(
+                    "{}; the device is detached: endpoint {device} has no SIM (it was released for the delete, and putting SIM {sim} back failed: {back}); revert.csv re-attaches it",
+                    refused.message
+                );
+                e.left = Some(format!("{DETACHED_FROM}{device}"));
+            }
+        }
+        e
     }
 
     /// A device that a refused delete left without its SIM gets it back.
@@ -983,6 +1037,14 @@ impl Account for Emnify {
 
     fn set_devices<'a>(&'a self, ids: &'a [String], enabled: bool) -> Call<'a, ()> {
         Box::pin(self.set_endpoint_statuses(ids, enabled))
+    }
+
+    fn assign_devices<'a>(&'a self, pairs: &'a [(String, Option<String>)]) -> Call<'a, ()> {
+        Box::pin(self.assign_sims(pairs))
+    }
+
+    fn delete_sims<'a>(&'a self, ids: &'a [String]) -> Call<'a, ()> {
+        Box::pin(Emnify::delete_sims(self, ids))
     }
 
     fn observe<'a>(&'a self, row: &'a JobRow) -> Call<'a, Observed> {

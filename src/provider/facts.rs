@@ -7,6 +7,7 @@
 
 use crate::job::model::{Action, JobRow, Operation, ProviderKind};
 
+use super::error::ProviderError;
 use super::limiter::LaneLimits;
 use super::state::{Decision, EuiccState, Observed, SimState};
 
@@ -32,8 +33,21 @@ pub trait Provider: Send + Sync {
     /// SPEC 1.2's support table.
     fn supports(&self, action: Action) -> bool;
 
+    /// The error of a delete the provider `refused` after the SIM `sim` was released from
+    /// `device` for it, once putting it back was tried (`back`): the row's reason says both,
+    /// and what the device was left as ([`ProviderError::left`]).
+    fn delete_refused(
+        &self,
+        refused: &ProviderError,
+        _device: &str,
+        _sim: &str,
+        _back: Result<(), &ProviderError>,
+    ) -> ProviderError {
+        refused.clone()
+    }
+
     /// Whether rows of `action` can be applied many at once, in one request per chunk (see
-    /// [`super::account::Account::set_devices`]).
+    /// [`super::account::Account::set_devices`], [`super::account::Account::delete_sims`]).
     fn bulk(&self, _action: Action) -> bool {
         false
     }

@@ -97,9 +97,11 @@ async fn a_chunk_with_bad_rows_is_split_until_they_fail_alone() {
     }
 }
 
-/// A 5,000-row job — 2,000 emnify device rows in bulk, 1,000 suspensions at each of the three
-/// providers one by one — SIGKILLed five times at random moments and resumed, with connections
-/// dropped after the change was applied: every row ends final and each change is applied once.
+/// A 5,000-row job — 1,800 emnify device rows and 200 emnify deletes in bulk, 1,000
+/// suspensions at each of the three providers one by one — SIGKILLed five times at random
+/// moments and resumed, with connections dropped after the change was applied: every row ends
+/// final and each change is applied once (each SIM deleted once; the two deletes emnify
+/// refuses, SIMs 2,899 and 2,999, never).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     let per = 1_000u64;
@@ -113,7 +115,10 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         ..SandboxConfig::default()
     })
     .await;
-    let mut job = disable_devices(1_001..=3_000);
+    let mut job = disable_devices(1_001..=2_800);
+    for i in 2_801..=3_000 {
+        job.push_str(&format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)));
+    }
     for i in 1..=per {
         for (provider, prefix) in [
             ("emnify", EMNIFY_PREFIX),
@@ -127,6 +132,7 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     let args = [
         "run",
         "-q",
+        "--allow-irreversible",
         "--rate",
         "300",
         "--bulk-chunk",
@@ -145,23 +151,36 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         let _ = child.wait();
     }
     let output = env.run(&args).await;
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     let results = env.results();
     assert_eq!(results.len(), 5_000);
     let mut changes: HashMap<String, usize> = HashMap::new();
+    let mut deletes: HashMap<String, usize> = HashMap::new();
     for e in env.sb.journal().await {
-        *changes
-            .entry(e["target"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        let target = e["target"].as_str().unwrap().to_string();
+        match e["change"].as_str().unwrap() {
+            "delete" => *deletes.entry(target).or_default() += 1,
+            c if c.starts_with("endpoint_sim:") => {}
+            _ => *changes.entry(target).or_default() += 1,
+        }
     }
+    let refused = [2_899, 2_999].map(|i| iccid(EMNIFY_PREFIX, i));
     for r in &results {
+        let journaled = match r["action"].as_str() {
+            "delete" => &deletes,
+            _ => &changes,
+        };
         let expected = match r["outcome"].as_str() {
             "succeeded" => 1,
             "skipped" => 0,
+            "failed" if refused.contains(&r["iccid"]) => {
+                assert!(r["reason"].contains("cannot delete"), "{r:?}");
+                0
+            }
             other => panic!("{other}: {r:?}"),
         };
         assert_eq!(
-            changes.get(&r["iccid"]).copied().unwrap_or(0),
+            journaled.get(&r["iccid"]).copied().unwrap_or(0),
             expected,
             "{r:?}"
         );
@@ -169,6 +188,15 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     // Every SIM of every tenth number starts suspended: skipped; every device was enabled.
     let skipped = results.iter().filter(|r| r["outcome"] == "skipped").count();
     assert_eq!(skipped, 300);
+    let failed = results.iter().filter(|r| r["outcome"] == "failed").count();
+    assert_eq!(failed, 2);
+    let single_deletes = env
+        .sb
+        .requests_to("DELETE /emnify/api/v1/sim/{sim_id}")
+        .await;
+    let bulk_deletes = env.sb.requests_to("DELETE /emnify/api/v1/sim/multi").await;
+    assert!(bulk_deletes >= 1, "the deletes went in bulk");
+    assert!(single_deletes < 20, "{single_deletes} single deletes");
 }
 
 /// A few device rows on a large account: listing every device would cost more than looking
@@ -241,4 +269,101 @@ async fn refused_credentials_while_confirming_stop_the_run() {
         env.results().iter().all(|r| r["outcome"].is_empty()),
         "{text}"
     );
+}
+
+/// Deleting 300 emnify SIMs in bulk — each released from its endpoint by one
+/// `PATCH /api/v2/endpoint/multi`, then deleted by `DELETE /api/v1/sim/multi` — where the
+/// provider refuses three (a reseller's sold SIMs, 403, as the DELETE's 403 in
+/// emnify-bulk-endpoint.json allows): the compensation of a refused single delete holds in bulk.
+/// Exactly those three fail with the provider's message and are put back on their endpoints, the
+/// other 297 are deleted once each — whether one bad item fails the whole request or only
+/// itself — in a handful of requests instead of three per row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_delete_puts_the_refused_sims_back_on_their_endpoints() {
+    for partial in [false, true] {
+        let env = RunEnv::new(SandboxConfig {
+            sims: 400,
+            limits: LimitMode::Off,
+            bulk_partial: partial,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let rows: String = (1..=300)
+            .map(|i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+            .collect();
+        let job = env.write_job("delete.csv", &format!("action,provider,iccid\n{rows}"));
+        let output = env
+            .run(&[
+                "run",
+                "--yes",
+                "--json",
+                "--allow-irreversible",
+                "--rate",
+                "1000",
+                "--bulk-chunk",
+                "300",
+                job.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+        let results = env.results();
+        let refused: Vec<String> = [99, 199, 299]
+            .iter()
+            .map(|&i| iccid(EMNIFY_PREFIX, i))
+            .collect();
+        let failed: Vec<&HashMap<String, String>> = results
+            .iter()
+            .filter(|r| r["outcome"] == "failed")
+            .collect();
+        assert_eq!(
+            failed
+                .iter()
+                .map(|r| r["iccid"].clone())
+                .collect::<Vec<_>>(),
+            refused,
+            "partial {partial}"
+        );
+        for r in &failed {
+            assert_eq!(r["http_status"], "403", "{r:?}");
+            assert!(r["reason"].contains("a reseller cannot delete it"), "{r:?}");
+            assert!(r["reason"].contains("put back on endpoint"), "{r:?}");
+        }
+        let deleted: Vec<&HashMap<String, String>> = results
+            .iter()
+            .filter(|r| r["outcome"] == "succeeded")
+            .collect();
+        assert_eq!(deleted.len(), 297, "partial {partial}");
+        assert!(deleted.iter().all(|r| r["after"] == "deleted"));
+        let journal = env.sb.journal().await;
+        let mut deletes: HashMap<String, usize> = HashMap::new();
+        for e in journal.iter().filter(|e| e["change"] == "delete") {
+            *deletes
+                .entry(e["target"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        assert_eq!(deletes.len(), 297, "partial {partial}");
+        assert!(deletes.values().all(|n| *n == 1), "{deletes:?}");
+        for (sim, iccid) in [99, 199, 299].iter().zip(&refused) {
+            let endpoint = format!("endpoint:{sim}");
+            let last = journal
+                .iter()
+                .rev()
+                .find(|e| e["target"] == iccid.as_str() || e["target"] == endpoint.as_str())
+                .map(|e| e["change"].as_str().unwrap().to_string());
+            assert_eq!(
+                last.as_deref(),
+                Some(format!("endpoint_sim:assigned-to:{sim}").as_str()),
+                "partial {partial}"
+            );
+        }
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(
+            summary["bulk_requests"]["emnify"].as_u64().unwrap() >= 3,
+            "{summary}"
+        );
+        assert!(
+            summary["requests_total"].as_u64().unwrap() < 80,
+            "partial {partial}: {summary}"
+        );
+    }
 }
