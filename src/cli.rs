@@ -288,12 +288,8 @@ pub struct RunArgs {
     /// Start a new run even if this job was run before
     #[arg(long, conflicts_with = "resume")]
     pub fresh: bool,
-    /// Send every row on its own, even where the provider has bulk updates
-    #[arg(long, conflicts_with = "bulk_chunk")]
-    pub no_bulk: bool,
-    /// Items per bulk request (emnify device updates) [default: 1000]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub bulk_chunk: Option<u32>,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
     /// Continue this run (its id, as `status` lists it and every "to resume" hint prints it);
     /// the job file must be the one it was made from
     #[arg(long, value_name = "RUN_ID")]
@@ -326,6 +322,29 @@ pub struct PlanArgs {
     /// Requests per second per provider (overrides the documented limits)
     #[arg(long, value_name = "N", value_parser = crate::config::parse_rate)]
     pub rate: Option<f64>,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+/// Whether and how rows go in bulk requests where a provider has them (`run` and `plan`).
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// Send every row on its own, even where the provider has bulk requests
+    #[arg(long, conflicts_with = "bulk_chunk")]
+    pub no_bulk: bool,
+    /// Items per bulk request (emnify device updates and deletes) [default: 1000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bulk_chunk: Option<u32>,
+}
+
+impl BulkArgs {
+    /// Items per bulk request, or `None` (`--no-bulk`): every row its own request.
+    pub fn chunk(&self) -> Option<usize> {
+        (!self.no_bulk).then(|| {
+            self.bulk_chunk
+                .map_or(crate::pipeline::bulk::DEFAULT_CHUNK, |n| n as usize)
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,10 @@
 //! `simbatch plan JOB`: what a run would do, without changing anything. It validates, resolves
 //! each row's target (listing the inventory when that is cheaper), reads its current state and
 //! applies the same pre-flight rules as `run`, then prints per provider and action how many rows
-//! would change, be skipped or fail, and with `-o` writes the per-row plan. Only reads are sent.
+//! would change, be skipped or fail, and per provider how many requests that takes and how
+//! long at the provider's limits — bulk requests counted where a run would use them, and read
+//! the way the run reads (device rows in bulk from the device listing). With `-o` it writes
+//! the per-row plan. Only reads are sent.
 //!
 //! Rows of a `group` are each judged against today's state, not the state earlier steps would
 //! leave behind. The rows are held in memory while they are planned.
@@ -15,8 +18,12 @@ use super::validate::parse_options;
 use crate::cli::{GlobalArgs, PlanArgs};
 use crate::exit_code::ExitCode;
 use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
+use crate::pipeline::bulk::{BulkLane, BULK_MIN_ROWS};
+use crate::pipeline::control::Stop;
+use crate::pipeline::estimate::LaneWork;
 use crate::pipeline::lane::Lane;
 use crate::pipeline::preflight::decide;
+use crate::pipeline::retry::RetryPolicy;
 use crate::provider::{provider_of, Decision, ErrorClass};
 use crate::run::{build_lane, print_validation_errors, Credentials, LaneSettings};
 
@@ -28,6 +35,8 @@ struct Planned {
     reason: String,
     before: String,
     after: String,
+    /// Its change would go in a bulk request.
+    bulk: bool,
 }
 
 /// Why `plan` cannot go on with a lane.
@@ -38,7 +47,55 @@ fn stopped_by(lane: &str, e: &crate::provider::ProviderError) -> String {
     }
 }
 
-async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Planned>, String> {
+/// The bulk path a run would give this lane's rows (see `run::dispatch`): with at least
+/// [`BULK_MIN_ROWS`] rows of actions the provider applies in bulk, unless `--no-bulk`.
+fn bulk_lane(lane: &Arc<Lane>, rows: &[(u64, JobRow)], chunk: Option<usize>) -> Option<BulkLane> {
+    let n = rows
+        .iter()
+        .filter(|(_, r)| lane.provider().bulk(r.action()))
+        .count() as u64;
+    let chunk = chunk.filter(|_| n >= BULK_MIN_ROWS)?;
+    Some(BulkLane::new(
+        lane.clone(),
+        chunk,
+        n,
+        RetryPolicy::default(),
+    ))
+}
+
+/// Reads a row's target and decides as the run would: a device row of the bulk path from the
+/// device listing, others from the inventory listing or a lookup. Whether its change would go
+/// in bulk, and the decision.
+async fn look_and_decide(
+    lane: &Lane,
+    bulk: Option<&BulkLane>,
+    row: &JobRow,
+) -> Result<(bool, Decision), crate::provider::ProviderError> {
+    let bulk = bulk.filter(|b| b.takes(row) && row.group.is_none());
+    if let Some(bulk) = bulk {
+        if row.action().target_kind() == crate::job::TargetKind::Sim
+            && !lane.provider().listing_shows(row.action())
+        {
+            if let Some(decision) = bulk.plan_device(row, &Stop::default()).await {
+                return Ok((true, decision));
+            }
+        }
+    }
+    let (observed, listed) = match lane.take_listed(row).await? {
+        Some(observed) => (observed, true),
+        None => (lane.observe(row).await?, false),
+    };
+    let target = lane.move_target(row).await?;
+    let decision = decide(lane.provider(), row, &observed, target.as_deref());
+    let in_bulk = bulk.is_some() && listed && matches!(decision, Decision::Send { .. });
+    Ok((in_bulk, decision))
+}
+
+async fn plan_lane(
+    lane: Arc<Lane>,
+    rows: Vec<(u64, JobRow)>,
+    chunk: Option<usize>,
+) -> Result<(Vec<Planned>, LaneWork), String> {
     let wanted = rows
         .iter()
         .filter(|(_, r)| lane.snapshot_eligible(r) && r.target.iccid().is_some())
@@ -47,33 +104,29 @@ async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Plan
         Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
         _ => {}
     }
+    let bulk = bulk_lane(&lane, &rows, chunk);
     let concurrency = lane.concurrency;
     let planned = futures_util::stream::iter(rows.into_iter().map(|(index, row)| {
-        let lane = lane.clone();
+        let (lane, bulk) = (lane.clone(), bulk.as_ref());
         async move {
-            let observed = lane.observe_first(&row).await;
-            let target = lane.move_target(&row).await;
-            let (verdict, reason, before, after) = match (observed, target) {
-                (Err(e), _) | (_, Err(e)) if e.stops_run() => {
-                    return Err(stopped_by(&lane.name, &e))
-                }
-                (Err(e), _) | (_, Err(e)) => (
+            let (verdict, reason, before, after, in_bulk) = match look_and_decide(&lane, bulk, &row)
+                .await
+            {
+                Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
+                Err(e) => (
                     "error",
                     format!("could not read the current state: {e}"),
                     None,
                     None,
+                    false,
                 ),
-                (Ok(observed), Ok(target)) => {
-                    match decide(lane.provider(), &row, &observed, target.as_deref()) {
-                        Decision::Send { before, after } => {
-                            ("change", String::new(), before, Some(after))
-                        }
-                        Decision::Skip { reason, before } => {
-                            ("skip", reason, before.clone(), before)
-                        }
-                        Decision::Fail { reason, before } => ("fail", reason, before, None),
-                    }
+                Ok((in_bulk, Decision::Send { before, after })) => {
+                    ("change", String::new(), before, Some(after), in_bulk)
                 }
+                Ok((_, Decision::Skip { reason, before })) => {
+                    ("skip", reason, before.clone(), before, false)
+                }
+                Ok((_, Decision::Fail { reason, before })) => ("fail", reason, before, None, false),
             };
             Ok(Planned {
                 index,
@@ -82,13 +135,26 @@ async fn plan_lane(lane: Arc<Lane>, rows: Vec<(u64, JobRow)>) -> Result<Vec<Plan
                 reason,
                 before: before.unwrap_or_default(),
                 after: after.unwrap_or_default(),
+                bulk: in_bulk,
             })
         }
     }))
     .buffer_unordered(concurrency.max(1))
     .collect::<Vec<_>>()
     .await;
-    planned.into_iter().collect()
+    let planned: Vec<Planned> = planned.into_iter().collect::<Result<_, _>>()?;
+    let mut work = LaneWork {
+        reads: lane.account.http().requests(),
+        ..LaneWork::default()
+    };
+    for p in &planned {
+        let w = work.actions.entry(p.row.action()).or_default();
+        w.rows += 1;
+        w.changes += u64::from(p.verdict == "change");
+        w.in_bulk += u64::from(p.bulk);
+        w.chunk = chunk.unwrap_or(1);
+    }
+    Ok((planned, work))
 }
 
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -127,13 +193,24 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let results = runtime.block_on(futures_util::future::join_all(
-        lanes.into_iter().map(|(lane, rows)| plan_lane(lane, rows)),
-    ));
+    let chunk = args.bulk.chunk();
+    let results = runtime.block_on(futures_util::future::join_all(lanes.into_iter().map(
+        |(lane, rows)| async move {
+            let limits = lane.limits;
+            let name = lane.name.clone();
+            plan_lane(lane, rows, chunk)
+                .await
+                .map(|(p, work)| (p, work.describe(&name, &limits)))
+        },
+    )));
     let mut planned = Vec::new();
+    let mut estimates = Vec::new();
     for r in results {
         match r {
-            Ok(p) => planned.extend(p),
+            Ok((p, estimate)) => {
+                planned.extend(p);
+                estimates.push(estimate);
+            }
             Err(message) => {
                 eprintln!("simbatch: {message}; nothing was sent");
                 return Ok(ExitCode::Aborted);
@@ -143,6 +220,10 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     planned.sort_by_key(|p| p.index);
 
     print_plan(&args.job, &planned);
+    println!("  at the providers' limits (as configured):");
+    for estimate in estimates {
+        println!("    {estimate}");
+    }
     if let Some(out) = &args.output {
         write_plan(out, &planned, &extras)?;
         eprintln!("simbatch: per-row plan in {}", out.display());

@@ -31,10 +31,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         skip_invalid: args.skip_invalid,
         fresh: args.fresh,
         resume: args.resume.clone(),
-        bulk_chunk: (!args.no_bulk).then(|| {
-            args.bulk_chunk
-                .map_or(crate::pipeline::bulk::DEFAULT_CHUNK, |n| n as usize)
-        }),
+        bulk_chunk: args.bulk.chunk(),
         results_format: args.report_format,
         credentials: Credentials::Environment,
         quiet: global.quiet,

@@ -26,6 +26,8 @@ pub struct Lane {
     pub account: Box<dyn Account>,
     /// Workers of this lane (requests in flight at once, at most).
     pub concurrency: usize,
+    /// The limits its requests keep to (the provider's documented ones, or as configured).
+    pub limits: crate::provider::limiter::LaneLimits,
     /// The inventory as listed so far, and the rows waiting for their SIM's page.
     pub listing: Mutex<ListingState>,
 }

@@ -2,13 +2,15 @@
 //! timing (`retry`), one row's execution with reconciliation (`execute`), the group-commit
 //! checkpoint writer (`writer`), batched confirmation of asynchronous changes (`confirm`), when
 //! sending is allowed (`schedule`), what controls a run while it goes (`control`: the stop
-//! signal, the failure limit, live counts), the rows applied many at once (`bulk`) and the
-//! engine that ties them together (`engine`).
+//! signal, the failure limit, live counts), the rows applied many at once (`bulk`), how long a
+//! lane's work takes at its limits (`estimate`) and the engine that ties them together
+//! (`engine`).
 
 pub(crate) mod bulk;
 pub(crate) mod confirm;
 pub(crate) mod control;
 pub(crate) mod engine;
+pub(crate) mod estimate;
 pub(crate) mod execute;
 pub(crate) mod feed;
 pub mod lane;

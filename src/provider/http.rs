@@ -176,7 +176,6 @@ impl Http {
         Ok(rest)
     }
 
-    /// Requests sent so far (every attempt counts).
     /// Counts a bulk request (before it is sent).
     pub fn count_bulk(&self) {
         self.bulk.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +186,7 @@ impl Http {
         self.bulk.load(Ordering::Relaxed)
     }
 
+    /// Requests sent so far (every attempt counts).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

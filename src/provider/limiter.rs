@@ -32,7 +32,7 @@ const SPACING_FLOOR: Duration = Duration::from_millis(10);
 const SPACING_CAP: Duration = Duration::from_secs(5);
 
 /// A lane's limits.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LaneLimits {
     /// Requests per second, and how many may go at once before spacing applies.
     pub rate: Option<(f64, u32)>,

@@ -65,6 +65,7 @@ pub fn build_lane(config: &ProviderConfig, settings: &LaneSettings) -> anyhow::R
             .or(config.tuning.concurrency)
             .unwrap_or_else(|| default_concurrency(&limits)),
         listing: Default::default(),
+        limits,
     })
 }
 

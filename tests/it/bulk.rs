@@ -367,3 +367,30 @@ async fn a_bulk_delete_puts_the_refused_sims_back_on_their_endpoints() {
         );
     }
 }
+
+/// `plan` reads device rows as a bulk run does (one device listing, not two lookups per row)
+/// and tells, per provider, the bulk requests and the time at the provider's documented limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_counts_bulk_requests_and_the_time_at_the_limit() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 3_000,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let job = env.write_job("devices.csv", &disable_devices(1..=2_500));
+    let output = env.run(&["plan", job.to_str().unwrap()]).await;
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("emnify: 2,500 disable-device (2,500 to change) in 3 bulk requests"),
+        "{text}"
+    );
+    assert!(text.contains("at 6.65 requests/s"), "{text}");
+    let listed = env.sb.requests_to("GET /emnify/api/v1/endpoint").await;
+    let looked_up = env.sb.requests_to("GET /emnify/api/v1/sim").await;
+    assert_eq!(
+        (listed, looked_up),
+        (3, 0),
+        "three pages of devices, no lookups"
+    );
+}

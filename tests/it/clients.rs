@@ -384,6 +384,7 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
         )),
         concurrency: 8,
         listing: Default::default(),
+        limits: Default::default(),
     };
     let kind = simbatch::job::ProviderKind::Twilio;
     let first = suspend_row("twilio", kind, inventory::iccid(TWILIO_PREFIX, 1));

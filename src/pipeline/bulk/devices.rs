@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::{entering, BulkCall, BulkEnd, BulkLane};
-use crate::job::Operation;
+use crate::job::{JobRow, Operation};
 use crate::pipeline::control::{Stop, StopReason};
 use crate::pipeline::feed::Queued;
 use crate::pipeline::retry::with_retries;
 use crate::pipeline::writer::Writer;
-use crate::provider::{Device, ErrorClass, ProviderError};
+use crate::provider::{Decision, Device, ErrorClass, ProviderError};
 use crate::store::{Outcome, Phase, RowRecord};
 
 /// A row of a chunk to be sent: its marker, its device and the status it aims at.
@@ -84,6 +84,22 @@ impl BulkLane {
             })
             .await
             .as_ref()
+    }
+
+    /// What a device row would do, as the bulk path decides it from the device listing
+    /// (for `plan`); `None` when the listing does not answer for it (the row would go the
+    /// single-row way).
+    pub async fn plan_device(&self, row: &JobRow, stop: &Stop) -> Option<Decision> {
+        let enable = matches!(row.operation, Operation::EnableDevice);
+        let want = self.lane.provider().device_status(enable)?;
+        let device = self
+            .devices(stop)
+            .await?
+            .get(row.target.iccid()?.as_str())?;
+        Some(match device.status == want {
+            true => Decision::skip(format!("already {want}"), &device.status),
+            false => Decision::send(Some(&device.status), want),
+        })
     }
 
     /// Every device with a SIM (in `status`, when given), all pages.

@@ -50,6 +50,21 @@ pub const BULK_MIN_ROWS: u64 = 20;
 /// isolating a bad item (≈ 2 × log2(1,000) = 20 requests) small.
 pub const DEFAULT_CHUNK: usize = 1_000;
 
+/// The bulk requests `changes` rows of `action` take in chunks of `chunk`: one per chunk (a
+/// delete two: the release from the devices, then the delete).
+pub fn requests_for(action: crate::job::Action, changes: u64, chunk: usize) -> u64 {
+    let per_chunk = match action {
+        crate::job::Action::Delete => 2,
+        _ => 1,
+    };
+    changes.div_ceil(chunk.max(1) as u64) * per_chunk
+}
+
+/// The pages of the listing that confirms `changes` rows sent in bulk (1,000 per page).
+pub fn confirming_pages(changes: u64) -> u64 {
+    changes.div_ceil(1_000)
+}
+
 /// One result per item of a bulk request, in order, when it is done.
 type ItemResults<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Vec<Result<(), ProviderError>>> + Send + 'a>,
