@@ -127,6 +127,12 @@ impl Lane {
         action.target_kind() == crate::job::TargetKind::Sim && self.provider().listing_shows(action)
     }
 
+    /// Whether the lane has no inventory listing (none was worth it, or it failed): rows are
+    /// read live.
+    pub fn listing_off(&self) -> bool {
+        self.listing().phase == Listing::Off
+    }
+
     fn listing(&self) -> std::sync::MutexGuard<'_, ListingState> {
         self.listing.lock().expect("listing lock")
     }

@@ -157,8 +157,15 @@ fn print_end(opened: &Opened, summary: &serde_json::Value, tally: &Tally, writte
         .iter()
         .map(|(o, n)| format!("{o} {n}"))
         .collect();
+    let bulk: u64 = summary["bulk_requests"]
+        .as_object()
+        .map_or(0, |b| b.values().filter_map(|n| n.as_u64()).sum());
+    let bulk = match bulk {
+        0 => String::new(),
+        n => format!(" ({n} of them bulk)"),
+    };
     eprintln!(
-        "simbatch: {}: {} in {:.1}s; {} requests, {} rate-limited",
+        "simbatch: {}: {} in {:.1}s; {} requests{bulk}, {} rate-limited",
         opened.run_id,
         counts.join(", "),
         summary["elapsed_s"].as_f64().unwrap_or_default(),

@@ -11,6 +11,7 @@
 //! split. A SIM the provider no longer knows (404) is not a failure: the confirming listing,
 //! which settles every delete sent, finds it gone.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::devices::fail;
@@ -112,6 +113,10 @@ impl BulkLane {
         let mut to_delete = Vec::new();
         for (queued, prior) in rows {
             let Ok(Some(observed)) = self.lane.take_listed(&queued.row).await else {
+                if self.lane.listing_off() {
+                    // No listing (not worth it, or it failed): no row will be listed.
+                    self.declined_deletes.store(true, Ordering::Relaxed);
+                }
                 ends.push(BulkEnd::Single(queued));
                 continue;
             };

@@ -43,6 +43,8 @@ impl BulkLane {
         ends: &mut Vec<BulkEnd>,
     ) -> Result<(), StopReason> {
         let Some(devices) = self.devices(stop).await else {
+            self.declined_devices
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             ends.extend(rows.into_iter().map(|(q, _)| BulkEnd::Single(q)));
             return Ok(());
         };

@@ -94,6 +94,11 @@ pub struct BulkLane {
     devices: tokio::sync::OnceCell<Option<HashMap<String, Device>>>,
     sent: std::sync::Mutex<Vec<devices::Sent>>,
     deleted: std::sync::Mutex<Vec<delete::Deleted>>,
+    /// No listing answers for the device rows, or the deletes: the rest of them go the
+    /// single-row way at once, through the lane's workers, instead of one by one after their
+    /// chunk.
+    declined_devices: std::sync::atomic::AtomicBool,
+    declined_deletes: std::sync::atomic::AtomicBool,
 }
 
 impl BulkLane {
@@ -107,12 +112,20 @@ impl BulkLane {
             devices: Default::default(),
             sent: Default::default(),
             deleted: Default::default(),
+            declined_devices: Default::default(),
+            declined_deletes: Default::default(),
         }
     }
 
     /// Whether `row` goes this way.
     pub fn takes(&self, row: &JobRow) -> bool {
-        self.lane.provider().bulk(row.action()) && row.not_before.is_none()
+        let declined = match row.operation {
+            Operation::Delete { .. } => &self.declined_deletes,
+            _ => &self.declined_devices,
+        };
+        self.lane.provider().bulk(row.action())
+            && row.not_before.is_none()
+            && !declined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues a row (with its stored record); a full chunk is taken off the queue and
