@@ -24,6 +24,15 @@ fn parse_wait_timeout(text: &str) -> Result<std::time::Duration, String> {
     duration_at_most(text, std::time::Duration::from_secs(7 * 24 * 3600))
 }
 
+/// `--progress-interval`: at least a second, at most a day.
+fn progress_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_day_at_most(text)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{text}` is shorter than a second"));
+    }
+    Ok(d)
+}
+
 fn parse_day_at_most(text: &str) -> Result<std::time::Duration, String> {
     duration_at_most(text, std::time::Duration::from_secs(24 * 3600))
 }
@@ -290,6 +299,9 @@ pub struct RunArgs {
     pub fresh: bool,
     #[command(flatten)]
     pub bulk: BulkArgs,
+    /// How often progress is printed (one line per provider) when stderr is not a terminal
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = progress_interval)]
+    pub progress_interval: std::time::Duration,
     /// Continue this run (its id, as `status` lists it and every "to resume" hint prints it);
     /// the job file must be the one it was made from
     #[arg(long, value_name = "RUN_ID")]

@@ -11,7 +11,7 @@ pub(crate) mod export;
 pub mod job;
 pub(crate) mod latch;
 pub mod pipeline;
-pub(crate) mod progress;
+pub mod progress;
 pub mod provider;
 pub(crate) mod report;
 pub mod run;

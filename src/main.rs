@@ -19,19 +19,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `-v` adds simbatch's own events (`-vv` more, `-vvv` all); other crates' (sled, hyper…)
+/// only through `RUST_LOG`. Written past the progress bars; colour only on a terminal.
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
+        (false, 1) => "warn,simbatch=info",
+        (false, 2) => "warn,simbatch=debug",
+        _ => "warn,simbatch=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(simbatch::progress::ConsoleWriter)
         .init();
 }
 

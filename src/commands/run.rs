@@ -35,6 +35,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
         results_format: args.report_format,
         credentials: Credentials::Environment,
         quiet: global.quiet,
+        progress_interval: args.progress_interval,
         handle_ctrl_c: true,
         schedule: Schedule {
             window: args.window,

@@ -9,8 +9,9 @@ use anyhow::{anyhow, bail};
 
 use crate::cli::{GlobalArgs, ReportArgs, RevertArgs, StatusArgs};
 use crate::exit_code::ExitCode;
+use crate::run::live_view::{self, LiveView};
 use crate::run::reading::parse_options;
-use crate::store::{CheckpointStore, Manifest, Outcome, Phase, SledRun, SledStore};
+use crate::store::{CheckpointStore, Manifest, Outcome, Phase, SledRun, SledStore, StoreError};
 
 /// Opens the state store, turning store errors into the exit-4 message.
 fn open_store(global: &GlobalArgs) -> Result<SledStore, ExitCode> {
@@ -74,10 +75,67 @@ fn counts(
     Ok((per, in_flight, finals < manifest.rows))
 }
 
+/// `status` while a run holds the store: the live views runs publish (see
+/// `run::live_view`), read without the lock.
+fn live_status(
+    global: &GlobalArgs,
+    args: &StatusArgs,
+    busy: &StoreError,
+) -> anyhow::Result<ExitCode> {
+    let views: Vec<LiveView> = live_view::read_all(&global.state)
+        .into_iter()
+        .filter(|v| args.run.as_deref().is_none_or(|w| v.run_id.starts_with(w)))
+        .collect();
+    if views.is_empty() {
+        eprintln!("simbatch: {busy} (it publishes no live view to show)");
+        return Ok(ExitCode::StateStore);
+    }
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::Success);
+    }
+    for view in &views {
+        for line in view.lines() {
+            println!("{line}");
+        }
+    }
+    if args.run.is_none() {
+        println!(
+            "(a run is going: other runs in {} are listed once it ends)",
+            global.state.display()
+        );
+    }
+    Ok(ExitCode::Success)
+}
+
+/// How a run that is not resumable ended, and where its failures are.
+fn finished(id: &str, per: &BTreeMap<Outcome, u64>) -> String {
+    let bad: u64 = [Outcome::Failed, Outcome::Unknown, Outcome::Blocked]
+        .iter()
+        .filter_map(|o| per.get(o))
+        .sum();
+    if bad == 0 {
+        return "finished".into();
+    }
+    let failed = std::path::Path::new("reports").join(id).join("failed.csv");
+    let see = match failed.exists() {
+        true => format!("see {}", failed.display()),
+        false => format!("`simbatch report {id}` writes failed.csv"),
+    };
+    format!("finished: {bad} did not succeed — {see}")
+}
+
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let store = match open_store(global) {
+    if !global.state.join("db").exists() {
+        return Ok(open_store(global).err().unwrap_or(ExitCode::Usage));
+    }
+    let store = match SledStore::open(&global.state) {
         Ok(s) => s,
-        Err(code) => return Ok(code),
+        Err(busy @ StoreError::Busy { .. }) => return live_status(global, args, &busy),
+        Err(e) => {
+            eprintln!("simbatch: {e}");
+            return Ok(ExitCode::StateStore);
+        }
     };
     let ids = match &args.run {
         Some(wanted) => vec![find_run(&store, wanted)?],
@@ -123,7 +181,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode
                         crate::run::finish::resume_command(&id, &manifest.job_path)
                     )
                 } else {
-                    "complete".into()
+                    finished(&id, &per)
                 }
             );
         }

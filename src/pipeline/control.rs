@@ -1,12 +1,9 @@
 //! What controls a run while it goes, shared by every part of the pipeline: the stop signal
-//! and why it was given, the failure limit (`--max-failures`) and the live outcome counters it
-//! is judged on. A leaf: it imports nothing of the pipeline, so the engine, the confirmer, the
+//! and why it was given, and the failure limit (`--max-failures`; the counts it is judged on
+//! are `super::live`). A leaf: it imports nothing of the pipeline, so the engine, the confirmer, the
 //! schedule and the row executor can all use it without importing each other.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-use crate::store::Outcome;
 
 /// `--max-failures N` or `N%`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,54 +53,6 @@ impl StopReason {
             }
             _ => StopReason::Auth { provider, message },
         }
-    }
-}
-
-/// Outcomes as they are produced (for progress and the failure threshold).
-#[derive(Default)]
-pub struct Live {
-    pub counts: [AtomicU64; 7],
-    pub finished: AtomicU64,
-    /// This invocation's own finished and failed rows: a resumed run is judged on its own
-    /// failures, not stopped at once by the ones it inherited.
-    finished_now: AtomicU64,
-    failed_now: AtomicU64,
-}
-
-impl Live {
-    /// Counts the outcomes of rows finished by earlier invocations in bulk (the finished
-    /// prefix, which this invocation does not read).
-    pub fn inherit(&self, counts: &[u64; 7]) {
-        for (slot, n) in self.counts.iter().zip(counts) {
-            slot.fetch_add(*n, Ordering::Relaxed);
-            self.finished.fetch_add(*n, Ordering::Relaxed);
-        }
-    }
-
-    pub fn count(&self, outcome: Outcome) -> u64 {
-        self.counts[outcome as usize].load(Ordering::Relaxed)
-    }
-
-    /// Counts an outcome; `now` when this invocation produced it. Returns this invocation's
-    /// (failed, finished) after counting.
-    pub fn record(&self, outcome: Outcome, now: bool) -> (u64, u64) {
-        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        self.finished.fetch_add(1, Ordering::Relaxed);
-        if !now {
-            return (
-                self.failed_now.load(Ordering::Relaxed),
-                self.finished_now.load(Ordering::Relaxed),
-            );
-        }
-        let failed = if matches!(outcome, Outcome::Failed | Outcome::Unknown) {
-            self.failed_now.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.failed_now.load(Ordering::Relaxed)
-        };
-        (
-            failed,
-            self.finished_now.fetch_add(1, Ordering::Relaxed) + 1,
-        )
     }
 }
 

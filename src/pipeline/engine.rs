@@ -16,10 +16,11 @@ use tokio::sync::Semaphore;
 
 use super::bulk::{BulkEnd, BulkLane};
 use super::confirm::{Confirmer, Handoff};
-use super::control::{over_limit, FailureLimit, Live, Stop, StopReason};
+use super::control::{over_limit, FailureLimit, Stop, StopReason};
 use super::execute::{execute, RowContext, RowEnd};
 use super::feed::{self, JobShape, JobSource, LaneFeed};
 use super::lane::Lane;
+use super::live::Live;
 use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::{Action, JobRow};
@@ -164,13 +165,20 @@ impl Engine {
         let mut confirmers = BTreeMap::new();
         let mut tasks = Vec::new();
         for (name, lane) in &self.lanes {
-            let engine = self.clone();
+            let (engine, lane_name) = (self.clone(), name.clone());
             let (confirmer, task) = Confirmer::start(
                 lane.clone(),
                 writer.clone(),
                 wait,
                 self.stop.clone(),
-                Arc::new(move |outcome| engine.note(outcome, true)),
+                Arc::new(move |outcome| {
+                    let _ = engine.live.lane(&lane_name).confirming.fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    );
+                    engine.note(&lane_name, outcome, true)
+                }),
             );
             confirmers.insert(name.clone(), confirmer);
             tasks.push(task);
@@ -253,8 +261,8 @@ impl Engine {
 
     /// Counts an outcome (`now`: produced by this invocation) and stops dispatch once the
     /// failure threshold is exceeded after the warm-up.
-    pub fn note(&self, outcome: Outcome, now: bool) {
-        let (failed, finished) = self.live.record(outcome, now);
+    pub fn note(&self, lane: &str, outcome: Outcome, now: bool) {
+        let (failed, finished) = self.live.record_in(lane, outcome, now);
         if now && over_limit(self.options.max_failures, failed, finished) {
             self.stop
                 .request(StopReason::FailureThreshold { failed, finished });
@@ -371,7 +379,7 @@ impl Engine {
             }
             let (records, stopped) = bulk.confirm(&self.stop).await;
             for (index, record) in records {
-                self.record(&writer, index, record).await;
+                self.record(&lane.name, &writer, index, record).await;
             }
             if let Some(reason) = stopped {
                 self.stop.request(reason);
@@ -381,10 +389,16 @@ impl Engine {
 
     /// A row's record produced by this invocation: counted, and handed to the writer. Its
     /// outcome, if it has one.
-    async fn record(&self, writer: &Writer, index: u64, record: RowRecord) -> Option<Outcome> {
+    async fn record(
+        &self,
+        lane: &str,
+        writer: &Writer,
+        index: u64,
+        record: RowRecord,
+    ) -> Option<Outcome> {
         let outcome = record.outcome;
         if let Some(o) = outcome {
-            self.note(o, true);
+            self.note(lane, o, true);
         }
         writer.put(index, record).await;
         outcome
@@ -404,7 +418,7 @@ impl Engine {
                 for end in ends {
                     match end {
                         BulkEnd::Record(index, record) => {
-                            self.record(writer, index, record).await;
+                            self.record(&lane.name, writer, index, record).await;
                         }
                         BulkEnd::Single(q) => {
                             self.run_row(
@@ -473,12 +487,12 @@ impl Engine {
         };
         if let Some(outcome) = prior.as_ref().and_then(RowRecord::final_outcome) {
             if index >= self.prefix.rows {
-                self.note(outcome, false); // the prefix was counted at the start
+                self.note(&row.provider, outcome, false); // the prefix was counted at the start
             }
             return Err(Some(outcome));
         }
         if let Some(first) = self.duplicate_of.get(&row.line) {
-            self.note(Outcome::Skipped, true);
+            self.note(&row.provider, Outcome::Skipped, true);
             let reason = format!("duplicate of line {first}");
             writer
                 .put(index, RowRecord::decided(Outcome::Skipped, reason))
@@ -520,6 +534,10 @@ impl Engine {
                 let confirmer = confirmers
                     .get(&lane.name)
                     .expect("every lane has a confirmer");
+                self.live
+                    .lane(&lane.name)
+                    .confirming
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Groups wait for the confirmed outcome; other rows move on.
                 let (done, outcome) = match await_confirmation {
                     true => {
@@ -543,7 +561,7 @@ impl Engine {
                     None => None,
                 }
             }
-            RowEnd::Record(record) => self.record(writer, index, record).await,
+            RowEnd::Record(record) => self.record(&lane.name, writer, index, record).await,
             RowEnd::Aborted(e) => {
                 self.stop.request(StopReason::provider(&lane.name, &e));
                 None
@@ -578,7 +596,7 @@ impl Engine {
                     "an earlier row of group `{}` (line {line}) did not succeed",
                     row.group.as_deref().unwrap_or_default()
                 );
-                self.note(Outcome::Blocked, true);
+                self.note(&row.provider, Outcome::Blocked, true);
                 writer
                     .put(index, RowRecord::decided(Outcome::Blocked, reason))
                     .await;

@@ -99,6 +99,9 @@ pub struct Http {
     unreached: AtomicU64,
     /// Bulk requests (each counted in `requests` too).
     bulk: AtomicU64,
+    /// Requests that failed on the way (connection, timeout, a cut body) or with a 5xx: each
+    /// is retried, or its row ends `unknown` or `failed`.
+    transient: AtomicU64,
 }
 
 /// Requests that never reached the provider, with nothing of the account working, after which
@@ -129,6 +132,7 @@ impl Http {
             worked: std::sync::atomic::AtomicBool::new(false),
             unreached: AtomicU64::new(0),
             bulk: AtomicU64::new(0),
+            transient: AtomicU64::new(0),
         })
     }
 
@@ -186,6 +190,11 @@ impl Http {
         self.bulk.load(Ordering::Relaxed)
     }
 
+    /// Requests that failed on the way or with a 5xx (see `transient`).
+    pub fn transient_failures(&self) -> u64 {
+        self.transient.load(Ordering::Relaxed)
+    }
+
     /// Requests sent so far (every attempt counts).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -235,9 +244,15 @@ impl Http {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = match self.client.execute(request).await {
             Ok(response) => response,
-            Err(e) => return Err(self.unreached(from_transport(&e), e.is_connect())),
+            Err(e) => {
+                self.transient.fetch_add(1, Ordering::Relaxed);
+                return Err(self.unreached(from_transport(&e), e.is_connect()));
+            }
         };
         let status = response.status();
+        if status.is_server_error() {
+            self.transient.fetch_add(1, Ordering::Relaxed);
+        }
         // Taken, not cloned: reading the body does not need them.
         let headers = std::mem::take(response.headers_mut());
         if status != StatusCode::TOO_MANY_REQUESTS {
@@ -250,7 +265,11 @@ impl Http {
             return Err(redirected(status, &headers));
         }
         let cap = if read { MAX_READ_BODY } else { MAX_CHANGE_BODY };
-        let body = read_capped(&mut response, cap, !read).await?;
+        let body = read_capped(&mut response, cap, !read)
+            .await
+            .inspect_err(|_| {
+                self.transient.fetch_add(1, Ordering::Relaxed);
+            })?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.gate.widen();
             match retry_after(&headers) {

@@ -330,6 +330,12 @@ impl RateGate {
         *spacing = Some((interval.min(SPACING_CAP), Instant::now()));
     }
 
+    /// How long the pause after a 429 still lasts, if one is under way.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().expect("pause lock"))?;
+        until.checked_duration_since(Instant::now())
+    }
+
     /// Whether a pause after a 429 is under way.
     fn paused(&self) -> bool {
         self.paused_until

@@ -13,12 +13,13 @@ use super::state::Opened;
 use crate::defaults;
 use crate::exit_code::ExitCode;
 use crate::job::FileValidation;
-use crate::pipeline::control::{Live, Stop, StopReason};
+use crate::pipeline::control::{Stop, StopReason};
 use crate::pipeline::engine::{Engine, RunOptions};
 use crate::pipeline::feed::{JobShape, JobSource};
 use crate::pipeline::lane::Lane;
+use crate::pipeline::live::Live;
 use crate::pipeline::retry::RetryPolicy;
-use crate::store::{CheckpointStore, FinishedPrefix};
+use crate::store::{CheckpointStore, FinishedPrefix, Outcome};
 
 /// How dispatch ended.
 pub struct Dispatched {
@@ -44,8 +45,22 @@ pub async fn dispatch(
     };
     let live = Arc::new(Live::default());
     let stop = Arc::new(Stop::default());
-    let progress = crate::progress::Progress::new(validation.valid_rows, req.quiet);
+    let lane_rows = rows_per_lane(validation, lanes);
+    let names: Vec<(String, u64)> = lane_rows
+        .iter()
+        .map(|(l, n)| (l.name.clone(), *n))
+        .collect();
+    let progress = crate::progress::Progress::new(
+        &names,
+        validation.valid_rows,
+        req.quiet,
+        req.progress_interval,
+    );
+    if prefix.rows > 0 {
+        inherit_lanes(&live, req, opened, prefix.rows);
+    }
     let (open_tx, open) = tokio::sync::watch::channel(req.schedule.is_unrestricted());
+    let open_rx = open.clone();
     if !req.schedule.is_unrestricted() {
         let (schedule, stop, progress) = (req.schedule, stop.clone(), progress.clone());
         tokio::spawn(async move {
@@ -96,8 +111,35 @@ pub async fn dispatch(
             }
         });
     }
+    let console = super::console::start(
+        super::console::ConsoleSource {
+            run_id: opened.run_id.clone(),
+            job: req.job.display().to_string(),
+            state: req.state.clone(),
+            rows: validation.valid_rows,
+            lanes: lane_rows,
+            live: live.clone(),
+            open: open_rx,
+        },
+        progress.clone(),
+    );
     let (bar, counts) = (progress.clone(), live.clone());
-    let stopped = engine.run(Box::new(move |_, _| bar.update(&counts))).await;
+    let stopped = engine
+        .run(Box::new(move |_, record| {
+            if matches!(
+                record.outcome,
+                Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
+            ) {
+                counts.note_reason(crate::report::reason_kind(
+                    record.reason.as_deref().unwrap_or_default(),
+                ));
+            }
+            bar.update(&counts)
+        }))
+        .await;
+    console.abort();
+    let _ = console.await;
+    super::live_view::remove(&req.state, &opened.run_id);
     progress.finish();
     // How far the leading rows are all final: the next resume skips them unread.
     if let Err(e) = opened.run.advance_finished_prefix() {
@@ -134,6 +176,47 @@ fn bulk_lanes(
         .filter(|(_, n)| *n >= crate::pipeline::bulk::BULK_MIN_ROWS)
         .map(|(lane, n)| (lane.to_string(), (chunk, n)))
         .collect()
+}
+
+/// Each lane with its rows in the job.
+fn rows_per_lane(
+    validation: &FileValidation,
+    lanes: &BTreeMap<String, Arc<Lane>>,
+) -> Vec<(Arc<Lane>, u64)> {
+    lanes
+        .iter()
+        .map(|(name, lane)| {
+            let rows = validation
+                .counts
+                .iter()
+                .filter(|((p, _), _)| p == name)
+                .map(|(_, n)| n)
+                .sum();
+            (lane.clone(), rows)
+        })
+        .collect()
+}
+
+/// A resumed run's leading rows, finished by earlier invocations and not read again, counted
+/// per lane (one pass over the job's first `rows` rows) so that each lane's progress starts
+/// where it stands.
+fn inherit_lanes(live: &Live, req: &RunRequest, opened: &Opened, rows: u64) {
+    let Ok(reader) =
+        crate::job::JobReader::open(&opened.job, Some(req.job_format()), req.parse.clone())
+    else {
+        return;
+    };
+    let mut per: BTreeMap<String, u64> = BTreeMap::new();
+    for item in reader.take(rows as usize) {
+        if let crate::job::RowResult::Valid(p) = item {
+            *per.entry(p.row.provider).or_default() += 1;
+        }
+    }
+    for (lane, n) in per {
+        live.lane(&lane)
+            .finished
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What validation counted about the job that the dispatch pass uses.

@@ -5,10 +5,12 @@
 
 pub(crate) mod accounts;
 pub(crate) mod confirm;
+pub(crate) mod console;
 pub(crate) mod dispatch;
 pub(crate) mod finish;
 pub(crate) mod identity;
 pub mod lanes;
+pub mod live_view;
 pub(crate) mod prepare;
 pub(crate) mod reading;
 pub mod request;

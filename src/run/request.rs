@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub results_format: Option<JobFormat>,
     pub credentials: Credentials,
     pub quiet: bool,
+    /// How often the progress is printed when stderr is not a terminal.
+    pub progress_interval: std::time::Duration,
     /// Install the two-stage Ctrl-C handler and ask on a terminal (the CLI does; a library
     /// caller may not want either).
     pub handle_ctrl_c: bool,
@@ -86,6 +88,7 @@ impl RunRequest {
             results_format: None,
             credentials: Credentials::Environment,
             quiet: false,
+            progress_interval: crate::progress::DEFAULT_INTERVAL,
             handle_ctrl_c: false,
         }
     }

@@ -233,3 +233,114 @@ fn help_completions_and_manual() {
         "{man}"
     );
 }
+
+/// A job of `n` emnify suspensions (SIMs 1..=n, every tenth already suspended: skipped).
+fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
+    let rows: String = (1..=n)
+        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"))
+}
+
+/// With stderr to a file, a plain progress line per lane comes at the interval — a long run
+/// is never silent between its first and last lines — and nothing written carries a terminal
+/// escape, not even `-v`'s log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_to_a_file_is_plain_lines_at_the_interval() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let job = emnify_suspensions(&env, 60);
+    let log = env.dir.path().join("stderr.txt");
+    let status = env
+        .command(
+            &[
+                "run",
+                "-v",
+                "--yes",
+                "--rate",
+                "12",
+                "--progress-interval",
+                "1s",
+                job.to_str().unwrap(),
+            ],
+            crate::run_support::TOKEN,
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let progress: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("simbatch: progress: emnify: "))
+        .collect();
+    // 54 changes at 12 requests/s take about five seconds: a line a second.
+    assert!(progress.len() >= 2, "{text}");
+    assert!(
+        progress[0].contains("/60 rows, ") && progress[0].contains("changes/s, ETA"),
+        "{text}"
+    );
+    assert!(text.contains("simbatch: progress: total: "), "{text}");
+    assert!(
+        text.contains(" INFO "),
+        "-v shows simbatch's own events: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape codes in a file: {text:?}"
+    );
+}
+
+/// `simbatch status` from a second terminal while a run holds the state store: the live
+/// view (rows so far, each lane's line), not "in use by another simbatch process"; once the
+/// run has ended, `status` says how it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_during_a_run_shows_the_live_counts() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let job = emnify_suspensions(&env, 60);
+    let mut run = env
+        .command(
+            &["run", "-q", "--yes", "--rate", "6", job.to_str().unwrap()],
+            crate::run_support::TOKEN,
+        )
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live = loop {
+        assert!(Instant::now() < deadline, "no live view within a minute");
+        let output = env.run(&["status"]).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        // Wait for the event: the run has published a view with rows finished.
+        if output.status.code() == Some(0)
+            && stdout.contains("running (pid")
+            && stdout.contains("succeeded")
+        {
+            break stdout;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(live.contains("/60 rows"), "{live}");
+    assert!(live.contains("  emnify: "), "{live}");
+    assert!(live.contains("changes/s"), "{live}");
+    let json = env.run(&["status", "--json"]).await;
+    let views: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(views[0]["rows"], 60, "{views}");
+    assert_eq!(views[0]["lanes"][0]["name"], "emnify", "{views}");
+    let status = tokio::task::spawn_blocking(move || run.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let after = env.run(&["status"]).await;
+    let stdout = String::from_utf8_lossy(&after.stdout);
+    assert!(stdout.contains("finished"), "{stdout}");
+    assert!(!stdout.contains("running"), "{stdout}");
+}

@@ -229,7 +229,7 @@ async fn status_lists_runs_and_what_is_left() {
     let output = env.run(&["status"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains(&id) && stdout.contains("succeeded 270") && stdout.contains("complete"),
+        stdout.contains(&id) && stdout.contains("succeeded 270") && stdout.contains("finished"),
         "{stdout}"
     );
     let json = env.run(&["status", "--json", &id[..6]]).await;
