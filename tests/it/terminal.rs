@@ -1,7 +1,9 @@
 //! `simbatch run` on a terminal (SPEC 3.4): it shows the accounts and the counts per provider
 //! and action, then asks before the first change; "no" sends nothing; `--yes` skips the
-//! question. The binary runs on a pseudo-terminal (`openpty`), so it sees what an operator's
-//! shell gives it.
+//! question; while it goes, a line per provider lane and a total, a paused lane saying so, and
+//! log lines that never leave stale copies of the bars. The binary runs on a pseudo-terminal
+//! (`openpty`), so it sees what an operator's shell gives it; the progress test reads the
+//! screen through a terminal emulator (`vt100`), as a person would see it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -16,17 +18,34 @@ use crate::run_support::{RunEnv, TOKEN};
 const PROMPT: &str = "Send these changes?";
 
 fn pty() -> (File, OwnedFd) {
+    pty_sized(None)
+}
+
+/// A terminal of `size` (rows, columns), or of no size.
+fn pty_sized(size: Option<(u16, u16)>) -> (File, OwnedFd) {
     let (mut master, mut slave) = (-1, -1);
+    let size = size.map(|(rows, cols)| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
     let rc = unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            std::ptr::null(),
+            size.as_ref()
+                .map_or(std::ptr::null(), |s| s as *const libc::winsize),
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Not inherited by the other tests' children (which would keep the terminal open, and
+    // its reader waiting, after this test's child ended).
+    for fd in [master, slave] {
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
@@ -122,4 +141,156 @@ async fn yes_skips_the_question_on_a_terminal() {
         "the counts are still shown: {shown}"
     );
     assert_eq!(env.sb.journal().await.len(), 3, "{shown}");
+}
+
+/// The screen of a terminal of 50 × 200 on which the binary runs, rendered as it goes.
+struct Screen {
+    parser: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+    ended: Option<tokio::task::JoinHandle<i32>>,
+    pid: libc::pid_t,
+}
+
+/// A test that fails mid-run does not leave the run going (nor wait for it).
+impl Drop for Screen {
+    fn drop(&mut self) {
+        if self.ended.as_ref().is_some_and(|e| !e.is_finished()) {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Screen {
+    fn start(env: &RunEnv, args: &[&str]) -> Screen {
+        let (rows, cols) = (50, 200);
+        let (mut master, slave) = pty_sized(Some((rows, cols)));
+        let mut cmd = env.command(args, TOKEN);
+        cmd.env("TERM", "xterm")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        drop(cmd);
+        let size = |n| std::num::NonZeroU16::new(n).unwrap();
+        let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(
+            size(rows),
+            size(cols),
+            0,
+        )));
+        let screen = parser.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match master.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => screen.lock().unwrap().process(&buf[..n]),
+                }
+            }
+            child.wait().unwrap().code().unwrap_or(-1)
+        });
+        Screen {
+            parser,
+            ended: Some(ended),
+            pid,
+        }
+    }
+
+    /// The screen's lines now.
+    fn lines(&self) -> Vec<String> {
+        let parser = self.parser.lock().unwrap();
+        let (_, cols) = parser.screen().size();
+        // Row by row: a bar padded to the full width wraps, and `contents` would join it to
+        // the next row.
+        parser
+            .screen()
+            .rows(0, cols.into())
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+}
+
+/// Two lanes on a terminal, emnify's first changes answered 429 with `Retry-After: 6` and
+/// `-v` logging: the screen shows a line per lane and a total, the paused lane says so and
+/// when it resumes — and at no moment is there more than one copy of a lane's line (a log
+/// line written through a bar leaves the old bar behind); once the run ends, none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_shows_each_lane_and_a_paused_one_says_so() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = refused.clone();
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
+            let change = *method == axum::http::Method::PATCH && path.starts_with("/emnify/");
+            if change && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                crate::proxy::Fault::TooMany(6)
+            } else {
+                crate::proxy::Fault::Forward
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let mut rows = String::new();
+    for i in 1..=60 {
+        rows.push_str(&format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)));
+        let twilio = iccid(simbatch::sandbox::inventory::TWILIO_PREFIX, i);
+        rows.push_str(&format!("suspend,twilio,{twilio}\n"));
+    }
+    let job = env.write_job("two.csv", &format!("action,provider,iccid\n{rows}"));
+    let mut screen = Screen::start(
+        &env,
+        &["run", "-v", "--yes", "--rate", "10", job.to_str().unwrap()],
+    );
+    let lane_line = |lines: &[String], lane: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{lane} ")) && l.contains("changes/s"))
+            .count()
+    };
+    let (mut saw_lanes, mut saw_pause) = (false, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !screen.ended.as_ref().unwrap().is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            screen.lines()
+        );
+        let lines = screen.lines();
+        for lane in ["emnify", "twilio", "total"] {
+            assert!(
+                lane_line(&lines, lane) <= 1,
+                "stale copies of {lane}: {lines:#?}"
+            );
+        }
+        saw_lanes |= lane_line(&lines, "emnify") == 1
+            && lane_line(&lines, "twilio") == 1
+            && lines
+                .iter()
+                .any(|l| l.starts_with("total ") && l.contains("ETA"));
+        saw_pause |= lines
+            .iter()
+            .any(|l| l.starts_with("emnify ") && l.contains("paused by 429, resuming in"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let lines = screen.lines();
+    let code = screen.ended.take().unwrap().await.unwrap();
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(saw_lanes, "never a line per lane and a total: {lines:#?}");
+    assert!(saw_pause, "the paused lane never said so: {lines:#?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("changes/s")),
+        "bars left behind: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("listed the inventory")),
+        "-v shows simbatch's events: {lines:#?}"
+    );
 }
