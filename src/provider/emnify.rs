@@ -819,6 +819,45 @@ impl Provider for EmnifyProvider {
         decide_euicc(op, euicc)
     }
 
+    /// A download with `enable` installs a profile (its ICCID is the SM-DP+'s, unknown
+    /// before) and enables it, disabling the one enabled before; an enable switches; a
+    /// fallback moves the fallback mark; a delete removes the profile.
+    fn euicc_after(&self, euicc: &EuiccState, op: &Operation) -> EuiccState {
+        let mut after = euicc.clone();
+        let enable_only = |after: &mut EuiccState, iccid: &str| {
+            for p in &mut after.profiles {
+                p.enabled = p.iccid == iccid;
+            }
+        };
+        match op {
+            Operation::ProfileDownload { enable, .. } => {
+                if *enable {
+                    enable_only(&mut after, "");
+                }
+                after.profiles.push(ProfileState {
+                    iccid: String::new(),
+                    status: if *enable { "Enabled" } else { "Installed" }.into(),
+                    enabled: *enable,
+                    fallback: false,
+                    deleted: false,
+                });
+            }
+            Operation::ProfileEnable { profile_iccid, .. } => {
+                enable_only(&mut after, profile_iccid.as_str())
+            }
+            Operation::ProfileFallback { profile_iccid, .. } => {
+                for p in &mut after.profiles {
+                    p.fallback = p.iccid == profile_iccid.as_str();
+                }
+            }
+            Operation::ProfileDelete { profile_iccid, .. } => {
+                after.profiles.retain(|p| p.iccid != profile_iccid.as_str())
+            }
+            _ => {}
+        }
+        after
+    }
+
     /// The operations are read whole and oldest first ([`Emnify::find_euicc`]): the last is
     /// the newest.
     fn operations_before(&self, observed: &Observed) -> Option<String> {

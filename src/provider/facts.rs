@@ -105,6 +105,17 @@ pub trait Provider: Send + Sync {
         true
     }
 
+    /// The status a SIM shows once registered here (`None`: no registration here).
+    fn registered_status(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The eUICC as the operation `op` leaves it, once it succeeded (for `plan`'s later steps
+    /// of a group, see [`super::simulate`]).
+    fn euicc_after(&self, euicc: &EuiccState, _op: &Operation) -> EuiccState {
+        euicc.clone()
+    }
+
     /// Pre-flight for an eUICC row.
     fn decide_euicc(&self, op: &Operation, _euicc: &EuiccState) -> Decision {
         Decision::Fail {

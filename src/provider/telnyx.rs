@@ -524,6 +524,11 @@ impl Provider for TelnyxProvider {
             .then_some("registering at Telnyx enables the SIMs at once (status `enabled`): they are billed from then on")
     }
 
+    /// The registration's status defaults to `enabled` (see `action_note`).
+    fn registered_status(&self) -> Option<&'static str> {
+        Some("enabled")
+    }
+
     /// Telnyx's delete takes `report_lost` (a lost or stolen SIM is reported as such).
     fn delete_reports_lost(&self) -> bool {
         true

@@ -321,6 +321,12 @@ impl Provider for TwilioProvider {
         }
     }
 
+    /// A Super SIM registered to the account is `new` (twilio-supersim-v1.json, Sim `status`:
+    /// "new" until it is activated).
+    fn registered_status(&self) -> Option<&'static str> {
+        Some("new")
+    }
+
     /// Twilio only activates a Sim that belongs to a Fleet.
     fn refuses_transition(&self, sim: &SimState, want: &str) -> Option<String> {
         (want == "active" && sim.group.is_none()).then(|| {

@@ -6,8 +6,11 @@
 //! the way the run reads (device rows in bulk from the device listing). With `-o` it writes
 //! the per-row plan. Only reads are sent.
 //!
-//! Rows of a `group` are each judged against today's state, not the state earlier steps would
-//! leave behind. The rows are held in memory while they are planned.
+//! Rows of a `group` are judged step by step against the state the earlier steps leave
+//! ([`groups`]), so that `plan` predicts what `run` does. The rows are held in memory while
+//! they are planned.
+
+mod groups;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,6 +40,27 @@ struct Planned {
     after: String,
     /// Its change would go in a bulk request.
     bulk: bool,
+}
+
+impl Planned {
+    fn new(
+        index: u64,
+        row: JobRow,
+        verdict: &'static str,
+        reason: String,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Planned {
+        Planned {
+            index,
+            row,
+            verdict,
+            reason,
+            before: before.unwrap_or_default(),
+            after: after.unwrap_or_default(),
+            bulk: false,
+        }
+    }
 }
 
 /// Why `plan` cannot go on with a lane.
@@ -91,11 +115,12 @@ async fn look_and_decide(
     Ok((in_bulk, decision))
 }
 
+/// Plans a lane's rows outside groups, many at once.
 async fn plan_lane(
     lane: Arc<Lane>,
     rows: Vec<(u64, JobRow)>,
     chunk: Option<usize>,
-) -> Result<(Vec<Planned>, LaneWork), String> {
+) -> Result<Vec<Planned>, String> {
     let wanted = rows
         .iter()
         .filter(|(_, r)| lane.snapshot_eligible(r) && r.target.iccid().is_some())
@@ -142,19 +167,23 @@ async fn plan_lane(
     .buffer_unordered(concurrency.max(1))
     .collect::<Vec<_>>()
     .await;
-    let planned: Vec<Planned> = planned.into_iter().collect::<Result<_, _>>()?;
+    planned.into_iter().collect()
+}
+
+/// A lane's work as planned: its reads so far and its rows by action.
+fn lane_work(lane: &Lane, planned: &[Planned], chunk: Option<usize>) -> LaneWork {
     let mut work = LaneWork {
         reads: lane.account.http().requests(),
         ..LaneWork::default()
     };
-    for p in &planned {
+    for p in planned.iter().filter(|p| p.row.provider == lane.name) {
         let w = work.actions.entry(p.row.action()).or_default();
         w.rows += 1;
         w.changes += u64::from(p.verdict == "change");
         w.in_bulk += u64::from(p.bulk);
         w.chunk = chunk.unwrap_or(1);
     }
-    Ok((planned, work))
+    work
 }
 
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -174,55 +203,61 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         credentials: Credentials::Environment,
     };
     let mut by_lane: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(u64, JobRow)>> = BTreeMap::new();
     let reader = JobReader::open(&args.job, args.input.format, parse.clone())
         .map_err(|d| anyhow::anyhow!(d.message))?;
     let extras = reader.extra_columns();
+    let mut lanes: BTreeMap<String, Arc<Lane>> = BTreeMap::new();
     for (index, item) in reader.enumerate() {
         if let RowResult::Valid(p) = item {
-            by_lane
-                .entry(p.row.provider.clone())
-                .or_default()
-                .push((index as u64, p.row));
+            if !lanes.contains_key(&p.row.provider) {
+                let config = parse
+                    .providers
+                    .get(&p.row.provider)
+                    .expect("validated provider");
+                lanes.insert(
+                    p.row.provider.clone(),
+                    Arc::new(build_lane(config, &settings)?),
+                );
+            }
+            let rows = match &p.row.group {
+                Some(group) => groups.entry(group.clone()).or_default(),
+                None => by_lane.entry(p.row.provider.clone()).or_default(),
+            };
+            rows.push((index as u64, p.row));
         }
-    }
-    let mut lanes = Vec::new();
-    for (name, rows) in by_lane {
-        let config = parse.providers.get(&name).expect("validated provider");
-        lanes.push((Arc::new(build_lane(config, &settings)?), rows));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let chunk = args.bulk.chunk();
-    let results = runtime.block_on(futures_util::future::join_all(lanes.into_iter().map(
-        |(lane, rows)| async move {
-            let limits = lane.limits;
-            let name = lane.name.clone();
-            plan_lane(lane, rows, chunk)
-                .await
-                .map(|(p, work)| (p, work.describe(&name, &limits)))
-        },
-    )));
-    let mut planned = Vec::new();
-    let mut estimates = Vec::new();
-    for r in results {
-        match r {
-            Ok((p, estimate)) => {
-                planned.extend(p);
-                estimates.push(estimate);
-            }
-            Err(message) => {
-                eprintln!("simbatch: {message}; nothing was sent");
-                return Ok(ExitCode::Aborted);
-            }
+    let planned = runtime.block_on(async {
+        let ungrouped = futures_util::future::join_all(
+            by_lane
+                .into_iter()
+                .map(|(name, rows)| plan_lane(lanes[&name].clone(), rows, chunk)),
+        );
+        let (ungrouped, grouped) = tokio::join!(ungrouped, groups::plan_groups(&lanes, groups));
+        let mut planned = grouped?;
+        for lane in ungrouped {
+            planned.extend(lane?);
         }
-    }
+        Ok::<_, String>(planned)
+    });
+    let mut planned = match planned {
+        Ok(planned) => planned,
+        Err(message) => {
+            eprintln!("simbatch: {message}; nothing was sent");
+            return Ok(ExitCode::Aborted);
+        }
+    };
     planned.sort_by_key(|p| p.index);
 
     print_plan(&args.job, &planned);
     println!("  at the providers' limits (as configured):");
-    for estimate in estimates {
-        println!("    {estimate}");
+    for lane in lanes.values() {
+        let work = lane_work(lane, &planned, chunk);
+        println!("    {}", work.describe(&lane.name, &lane.limits));
     }
     if let Some(out) = &args.output {
         write_plan(out, &planned, &extras)?;
@@ -251,29 +286,53 @@ fn print_plan(job: &std::path::Path, planned: &[Planned]) {
         planned.len()
     );
     println!(
-        "  {:<12} {:<18} {:>8} {:>8} {:>8} {:>8}",
-        "provider", "action", "change", "skip", "fail", "error"
+        "  {:<12} {:<18} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "provider", "action", "change", "skip", "fail", "blocked", "error"
     );
     for ((provider, action), v) in &table {
         let n = |k: &str| v.get(k).copied().unwrap_or(0);
         println!(
-            "  {provider:<12} {:<18} {:>8} {:>8} {:>8} {:>8}",
+            "  {provider:<12} {:<18} {:>8} {:>8} {:>8} {:>8} {:>8}",
             action.name(),
             n("change"),
             n("skip"),
             n("fail"),
+            n("blocked"),
             n("error")
         );
     }
-    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    // Identical reasons once, identifiers left out ("500 × no SIM … at telnyx"), with the
+    // lines they apply to.
+    let mut reasons: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for p in planned.iter().filter(|p| p.verdict != "change") {
-        *reasons.entry(p.reason.as_str()).or_default() += 1;
+        let kind = crate::report::reason_kind(&p.reason);
+        reasons
+            .entry((p.row.provider.clone(), kind))
+            .or_default()
+            .push(p.row.line);
     }
-    for (reason, n) in reasons {
-        println!("  {n:>8} × {reason}");
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    for ((provider, reason), lines) in reasons {
+        println!(
+            "  {:>8} × {provider}: {reason} ({})",
+            lines.len(),
+            lines_of(&lines)
+        );
     }
     for (provider, note) in &notes {
         println!("  note: {provider}: {note}");
+    }
+}
+
+/// "line 4", "lines 4, 7, 9", "lines 4, 7, 9, 12, 15 and 495 more".
+fn lines_of(lines: &[u64]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = lines.iter().take(SHOWN).map(u64::to_string).collect();
+    match lines.len() {
+        1 => format!("line {}", shown[0]),
+        n if n <= SHOWN => format!("lines {}", shown.join(", ")),
+        n => format!("lines {} and {} more", shown.join(", "), n - SHOWN),
     }
 }
 
