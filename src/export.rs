@@ -51,8 +51,11 @@ impl ExportFilter {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExportSummary {
+    /// The statuses of the SIMs listed, with how many show each (to say which exist when a
+    /// `--status` filter matched none).
+    pub statuses: std::collections::BTreeMap<String, u64>,
     pub pages: u64,
     pub listed: u64,
     pub written: u64,
@@ -138,6 +141,9 @@ pub async fn export(
             .with_context(|| format!("provider `{}`", lane.name))?;
         summary.pages += 1;
         summary.listed += sims.len() as u64;
+        for (_, sim) in &sims {
+            *summary.statuses.entry(sim.status.clone()).or_default() += 1;
+        }
         for (iccid, sim) in sims.iter().filter(|(_, s)| filter.matches(s)) {
             sink.write(&Line {
                 provider: &lane.name,

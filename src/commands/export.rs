@@ -57,6 +57,22 @@ pub fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> {
                     summary.pages,
                     lane.http().requests()
                 );
+                if let (0, Some(wanted)) = (summary.written, &args.status) {
+                    let seen: Vec<String> = summary
+                        .statuses
+                        .iter()
+                        .map(|(s, n)| format!("{s} ({n})"))
+                        .collect();
+                    eprintln!(
+                        "simbatch: no SIM of `{}` has status `{wanted}`; the statuses listed: {}",
+                        args.provider,
+                        if seen.is_empty() {
+                            "none".into()
+                        } else {
+                            seen.join(", ")
+                        }
+                    );
+                }
             }
             if global.json {
                 println!(

@@ -221,10 +221,16 @@ impl<R: BufRead> CsvRows<R> {
             let looks_like_data = names
                 .iter()
                 .any(|f| f.len() >= 15 && f.bytes().all(|b| b.is_ascii_digit()));
+            let semicolons = names.len() == 1 && names[0].to_ascii_lowercase().contains("action;");
             let message = if looks_like_data {
                 format!(
                     "the first line looks like data, not a header (found `{}`): add a header line naming the columns, e.g. `action,provider,iccid`",
                     names.join(",")
+                )
+            } else if semicolons {
+                format!(
+                    "the header `{}` is separated by `;`, as Excel writes CSV in some locales: simbatch reads commas; save it as \"CSV UTF-8 (comma delimited)\" (or replace each `;` by `,`)",
+                    names[0]
                 )
             } else {
                 format!(

@@ -20,6 +20,8 @@ pub enum IdStrictness {
 pub enum IdError {
     #[error("`{value}` is not a number: {what} must contain digits only")]
     NotDigits { what: &'static str, value: String },
+    #[error("`{value}` is a number a spreadsheet rounded: the last digits of {what} are lost; format the column as text in the spreadsheet and export the file again")]
+    Rounded { what: &'static str, value: String },
     #[error("`{value}` has {len} digits: {what} must have {expected}")]
     Length {
         what: &'static str,
@@ -116,7 +118,27 @@ pub struct Checked<T> {
     pub warning: Option<IdError>,
 }
 
+/// `8.98830300000000E+19`: what a spreadsheet makes of a long number it shows in scientific
+/// notation.
+fn rounded_by_a_spreadsheet(value: &str) -> bool {
+    let upper = value.to_ascii_uppercase();
+    let Some((mantissa, exponent)) = upper.split_once("E+") else {
+        return false;
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
+    !whole.is_empty()
+        && [whole, fraction, exponent]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn all_digits(what: &'static str, value: &str) -> Result<(), IdError> {
+    if rounded_by_a_spreadsheet(value) {
+        return Err(IdError::Rounded {
+            what,
+            value: value.to_string(),
+        });
+    }
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(IdError::NotDigits {
             what,

@@ -162,6 +162,18 @@ fn known_value(line: u64, col: Column, value: Value) -> Result<Option<String>, R
         Value::Null => None,
         Value::String(s) => Some(s.trim().to_string()),
         Value::Bool(b) => Some(b.to_string()),
+        // 19 or 20 digits do not fit a JSON reader's number: refuse rather than use a rounded
+        // value.
+        Value::Number(n) if matches!(col, Column::Iccid | Column::Eid | Column::ProfileIccid) => {
+            return Err(ReadProblem::row(
+                line,
+                format!(
+                    "`{}` is a number ({n}): write ICCIDs and EIDs as strings (\"{}\": \"8988…\"), since a JSON number cannot hold all their digits",
+                    col.name(),
+                    col.name()
+                ),
+            ))
+        }
         Value::Number(n) => Some(n.to_string()),
         other => {
             return Err(ReadProblem::row(

@@ -70,17 +70,43 @@ impl fmt::Display for Zone {
     }
 }
 
-/// Parses an IANA zone name (`Europe/Berlin`, `UTC`).
+/// Parses an IANA zone name (`Europe/Berlin`, `UTC`); a near miss gets a suggestion.
 pub fn parse_zone(text: &str) -> Result<Zone, String> {
     text.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
-        format!("`{text}` is not a time zone: use an IANA name such as Europe/Berlin or UTC")
+        let folded = text.to_ascii_lowercase();
+        let nearest = chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| {
+                let name = tz.name();
+                (
+                    strsim::damerau_levenshtein(&folded, &name.to_ascii_lowercase()),
+                    name,
+                )
+            })
+            .min();
+        match nearest {
+            Some((distance, name)) if distance <= 3 => {
+                format!("`{text}` is not a time zone; did you mean {name}?")
+            }
+            _ => format!(
+                "`{text}` is not a time zone: use an IANA name such as Europe/Berlin or UTC"
+            ),
+        }
     })
 }
 
-/// Parses `--until`: an RFC 3339 time, or a duration from now (`45m`, `2h`).
+/// Parses `--until`: an RFC 3339 time, or a duration from now (`45m`, `2h`). A time already
+/// past is refused: a run that may send nothing would only stop at once.
 pub fn parse_until(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
+        let at = at.with_timezone(&Utc);
+        if at <= now {
+            return Err(format!(
+                "`{text}` is already past (it is {} now): nothing could be sent; give a later time or a duration (45m, 2h)",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        return Ok(at);
     }
     match humantime::parse_duration(text) {
         Ok(d) => ChronoDuration::from_std(d)
@@ -463,5 +489,15 @@ mod tests {
             utc("2026-11-22T09:45:00Z")
         );
         assert!(parse_until("tomorrow-ish", now).is_err());
+        let past = parse_until("2026-11-22T08:59:59Z", now).unwrap_err();
+        assert!(past.contains("already past"), "{past}");
+    }
+
+    #[test]
+    fn a_mistyped_zone_gets_a_suggestion() {
+        let e = parse_zone("Europe/Berln").unwrap_err();
+        assert!(e.contains("did you mean Europe/Berlin?"), "{e}");
+        let e = parse_zone("nowhere at all").unwrap_err();
+        assert!(e.contains("use an IANA name"), "{e}");
     }
 }

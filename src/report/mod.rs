@@ -537,7 +537,10 @@ fn cells(row: &JobRow, record: Option<&RowRecord>) -> [String; 19] {
         row.action().name().to_string(),
         opt(row.target.iccid().map(|i| i.to_string())),
         opt(row.target.eid().map(|e| e.to_string())),
-        opt(r.and_then(|r| r.outcome).map(|o| o.name().to_string())),
+        // As summary.json counts it: a row without an outcome has not started (or may have
+        // been in flight when the run stopped; the next run reconciles it).
+        r.and_then(|r| r.outcome)
+            .map_or("not_started".to_string(), |o| o.name().to_string()),
         match r {
             Some(r) => opt(r.reason.clone()),
             None => "not started: run again to resume".into(),

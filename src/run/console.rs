@@ -32,8 +32,9 @@ pub struct ConsoleSource {
     /// Each lane and its rows in the job.
     pub lanes: Vec<(Arc<Lane>, u64)>,
     pub live: Arc<Live>,
-    /// Whether the run's window is open.
+    /// Whether the run's window is open, and the schedule that opens it.
     pub open: tokio::sync::watch::Receiver<bool>,
+    pub schedule: crate::pipeline::schedule::Schedule,
 }
 
 /// Samples, shows and publishes until aborted; the live file goes when the run ends
@@ -72,14 +73,27 @@ pub fn start(source: ConsoleSource, progress: Progress) -> tokio::task::JoinHand
                     }
                 })
                 .collect();
-            let note = (!*source.open.borrow())
-                .then_some("outside the window: nothing is sent until it opens");
-            progress.tick(&views, &source.live, note);
-            let view = live_view(&source, &views, note);
+            let note = window_note(&source);
+            progress.tick(&views, &source.live, note.as_deref());
+            let view = live_view(&source, &views, note.as_deref());
             if let Err(e) = view.write(&source.state) {
                 tracing::debug!(error = %e, "could not write the live view for `simbatch status`");
             }
         }
+    })
+}
+
+/// "outside the window until 2026-12-01 22:00:00 CET" while the window is closed.
+fn window_note(source: &ConsoleSource) -> Option<String> {
+    if *source.open.borrow() {
+        return None;
+    }
+    Some(match source.schedule.gate(Utc::now()) {
+        crate::pipeline::schedule::Gate::Wait { opens } => format!(
+            "outside the window until {}",
+            source.schedule.local_time(opens)
+        ),
+        _ => "outside the window: nothing is sent".into(),
     })
 }
 

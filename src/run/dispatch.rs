@@ -120,6 +120,7 @@ pub async fn dispatch(
             lanes: lane_rows,
             live: live.clone(),
             open: open_rx,
+            schedule: req.schedule,
         },
         progress.clone(),
     );

@@ -266,7 +266,7 @@ async fn refused_credentials_while_confirming_stop_the_run() {
     assert_eq!(output.status.code(), Some(3), "{text}");
     assert!(text.contains("refused the credentials"), "{text}");
     assert!(
-        env.results().iter().all(|r| r["outcome"].is_empty()),
+        env.results().iter().all(|r| r["outcome"] == "not_started"),
         "{text}"
     );
 }

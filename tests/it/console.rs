@@ -344,3 +344,86 @@ async fn status_during_a_run_shows_the_live_counts() {
     assert!(stdout.contains("finished"), "{stdout}");
     assert!(!stdout.contains("running"), "{stdout}");
 }
+
+/// The smaller things a new user met: a past `--until` and a mistyped `--tz` are refused up
+/// front (exit 2, with a suggestion); `validate` recognises a `;`-separated Excel export, an
+/// ICCID a spreadsheet rounded to `8.98830300000000E+19` and a JSONL ICCID written as a
+/// number (never a rounded value); `export --status` that matches nothing says which statuses
+/// exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_are_refused_with_what_to_do() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let job = emnify_suspensions(&env, 3);
+    let job = job.to_str().unwrap();
+    let past = env
+        .run(&["run", "--yes", "--until", "2020-01-01T00:00:00Z", job])
+        .await;
+    assert_eq!(past.status.code(), Some(2), "{}", show(&past));
+    assert!(show(&past).contains("already past"), "{}", show(&past));
+    let tz = env
+        .run(&[
+            "run",
+            "--yes",
+            "--window",
+            "22:00-05:00",
+            "--tz",
+            "Europe/Berln",
+            job,
+        ])
+        .await;
+    assert_eq!(tz.status.code(), Some(2), "{}", show(&tz));
+    assert!(
+        show(&tz).contains("did you mean Europe/Berlin?"),
+        "{}",
+        show(&tz)
+    );
+    assert!(env.sb.journal().await.is_empty(), "nothing was sent");
+
+    let iccid = iccid(EMNIFY_PREFIX, 1);
+    let semicolons = env.write_job(
+        "excel.csv",
+        &format!("action;provider;iccid\nsuspend;emnify;{iccid}\n"),
+    );
+    let rounded = env.write_job(
+        "rounded.csv",
+        "action,provider,iccid\nsuspend,emnify,8.98830300000000E+19\n",
+    );
+    let number = env.write_job(
+        "number.jsonl",
+        "{\"action\":\"suspend\",\"provider\":\"emnify\",\"iccid\":89883030000000000015}\n",
+    );
+    for (file, says) in [
+        (&semicolons, "is separated by `;`"),
+        (&rounded, "a number a spreadsheet rounded"),
+        (&number, "write ICCIDs and EIDs as strings"),
+    ] {
+        let output = env.run(&["validate", file.to_str().unwrap()]).await;
+        assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+        assert!(show(&output).contains(says), "{}", show(&output));
+    }
+
+    let out = env.dir.path().join("none.csv");
+    let export = env
+        .run(&[
+            "export",
+            "--provider",
+            "emnify",
+            "--status",
+            "Bogus",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(export.status.code(), Some(0), "{}", show(&export));
+    assert!(
+        show(&export)
+            .contains("no SIM of `emnify` has status `Bogus`; the statuses listed: Activated"),
+        "{}",
+        show(&export)
+    );
+}

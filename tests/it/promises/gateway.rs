@@ -164,7 +164,7 @@ async fn case_02_after_the_first_ctrl_c_no_change_leaves_and_waits_end() {
     );
     let results = env.results();
     assert!(
-        results.iter().all(|r| r["outcome"].is_empty()),
+        results.iter().all(|r| r["outcome"] == "not_started"),
         "no row has an outcome it did not get: {results:?}"
     );
 }
