@@ -102,7 +102,10 @@ async fn plan_reads_and_changes_nothing() {
         stdout.contains("emnify       suspend                  90       10"),
         "{stdout}"
     );
-    assert!(stdout.contains("10 × already Suspended"), "{stdout}");
+    assert!(
+        stdout.contains("10 × emnify: already Suspended (lines 13, 23, 33, 43, 53 and 5 more)"),
+        "{stdout}"
+    );
     assert!(env.sb.journal().await.is_empty(), "plan sent a change");
     for r in env.sb.stats().await["requests"].as_array().unwrap() {
         let path = r["path"].as_str().unwrap();
