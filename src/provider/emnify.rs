@@ -38,9 +38,10 @@ pub struct Emnify {
     auth_token: RwLock<Option<String>>,
     authenticating: tokio::sync::Mutex<()>,
     token_worked: AtomicBool,
-    /// Held by each single-endpoint change: emnify asks that they run one at a time
-    /// ("Execute this operation sequentially", PATCH /api/v1/endpoint/{endpoint_id} in
-    /// emnify-bulk-endpoint.json).
+    /// Held by each single-endpoint change and each bulk request: emnify asks that they run
+    /// one at a time ("Execute this operation sequentially", PATCH
+    /// /api/v1/endpoint/{endpoint_id}; "execute bulk operations sequentially", the bulk
+    /// endpoints; emnify-bulk-endpoint.json).
     endpoint_turn: tokio::sync::Mutex<()>,
 }
 
@@ -498,12 +499,14 @@ impl Emnify {
         .map(drop)
     }
 
-    /// `DELETE /api/v1/sim/multi`: the SIMs `ids`, each already released from its endpoint.
+    /// `DELETE /api/v1/sim/multi`: the SIMs `ids`, each already released from its endpoint;
+    /// one bulk operation at a time for the account, as emnify asks of every bulk request.
     pub async fn delete_sims(&self, ids: &[String]) -> Result<(), ProviderError> {
         let items = ids
             .iter()
             .map(|id| json!({"id": number_or_text(id)}))
             .collect();
+        let _turn = self.endpoint_turn.lock().await;
         self.http().count_bulk();
         self.call(
             Method::DELETE,
