@@ -83,6 +83,15 @@ impl Live {
         top
     }
 
+    /// The outcomes counted so far, those with rows only.
+    pub fn outcomes(&self) -> Vec<(Outcome, u64)> {
+        Outcome::ALL
+            .iter()
+            .map(|o| (*o, self.count(*o)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.counts[outcome as usize].load(Ordering::Relaxed)
     }

@@ -18,7 +18,6 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::pipeline::estimate::about;
 use crate::pipeline::live::Live;
-use crate::store::Outcome;
 use view::LaneView;
 
 /// The default `--progress-interval`.
@@ -229,20 +228,11 @@ impl Progress {
 
 /// "succeeded 1,200 · failed 3": the outcomes so far.
 fn outcomes(live: &Live) -> String {
-    [
-        Outcome::Succeeded,
-        Outcome::Skipped,
-        Outcome::Failed,
-        Outcome::Pending,
-        Outcome::Unknown,
-        Outcome::Blocked,
-    ]
-    .iter()
-    .map(|o| (o, live.count(*o)))
-    .filter(|(_, n)| *n > 0)
-    .map(|(o, n)| format!("{o} {}", crate::pipeline::estimate::thousands(n)))
-    .collect::<Vec<_>>()
-    .join(" · ")
+    live.outcomes()
+        .iter()
+        .map(|(o, n)| format!("{o} {}", crate::pipeline::estimate::thousands(*n)))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::pipeline::lane::Lane;
 use crate::pipeline::live::Live;
 use crate::progress::view::{total_eta, LaneSample, LaneView, Pace};
 use crate::progress::Progress;
-use crate::store::Outcome;
 
 /// How often the console samples the lanes.
 const TICK: Duration = Duration::from_secs(1);
@@ -118,18 +117,11 @@ fn sample(lane: &Lane, total: u64, live: &Live, base: (u64, u64, u64)) -> LaneSa
 
 fn live_view(source: &ConsoleSource, views: &[LaneView], note: Option<&str>) -> LiveView {
     let live = &source.live;
-    let outcomes = [
-        Outcome::Succeeded,
-        Outcome::Skipped,
-        Outcome::Failed,
-        Outcome::Pending,
-        Outcome::Unknown,
-        Outcome::Blocked,
-    ]
-    .iter()
-    .map(|o| (o.to_string(), live.count(*o)))
-    .filter(|(_, n)| *n > 0)
-    .collect();
+    let outcomes = live
+        .outcomes()
+        .into_iter()
+        .map(|(o, n)| (o.to_string(), n))
+        .collect();
     LiveView {
         run_id: source.run_id.clone(),
         pid: std::process::id(),

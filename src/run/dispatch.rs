@@ -19,6 +19,7 @@ use crate::pipeline::feed::{JobShape, JobSource};
 use crate::pipeline::lane::Lane;
 use crate::pipeline::live::Live;
 use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::writer::OnCommit;
 use crate::store::{CheckpointStore, FinishedPrefix, Outcome};
 
 /// How dispatch ended.
@@ -46,16 +47,7 @@ pub async fn dispatch(
     let live = Arc::new(Live::default());
     let stop = Arc::new(Stop::default());
     let lane_rows = rows_per_lane(validation, lanes);
-    let names: Vec<(String, u64)> = lane_rows
-        .iter()
-        .map(|(l, n)| (l.name.clone(), *n))
-        .collect();
-    let progress = crate::progress::Progress::new(
-        &names,
-        validation.valid_rows,
-        req.quiet,
-        req.progress_interval,
-    );
+    let progress = progress_for(req, validation, &lane_rows);
     if prefix.rows > 0 {
         inherit_lanes(&live, req, opened, prefix.rows);
     }
@@ -82,17 +74,7 @@ pub async fn dispatch(
         listable: (!opened.resumed).then(|| validation.listable.clone()),
         lanes: lanes.clone(),
         store: opened.run.clone(),
-        options: RunOptions {
-            policy: RetryPolicy {
-                max_attempts: req.max_attempts,
-                ..RetryPolicy::default()
-            },
-            preflight: req.preflight,
-            wait: req.wait,
-            max_failures: req.max_failures,
-            group_concurrency: defaults::GROUPS_AT_ONCE,
-            bulk: bulk_lanes(req, validation, lanes),
-        },
+        options: run_options(req, validation, lanes),
         live: live.clone(),
         stop: stop.clone(),
         open,
@@ -100,16 +82,7 @@ pub async fn dispatch(
         duplicate_of: validation.duplicate_of.iter().copied().collect(),
     });
     if req.handle_ctrl_c {
-        let (stop, progress) = (stop.clone(), progress.clone());
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                progress.println("simbatch: interrupted: finishing requests in flight, then writing reports; press Ctrl-C again to exit at once (the run stays resumable)");
-                stop.request(StopReason::Interrupted);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(ExitCode::Aborted as i32);
-                }
-            }
-        });
+        handle_ctrl_c(stop.clone(), progress.clone());
     }
     let console = super::console::start(
         super::console::ConsoleSource {
@@ -124,20 +97,7 @@ pub async fn dispatch(
         },
         progress.clone(),
     );
-    let (bar, counts) = (progress.clone(), live.clone());
-    let stopped = engine
-        .run(Box::new(move |_, record| {
-            if matches!(
-                record.outcome,
-                Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
-            ) {
-                counts.note_reason(crate::report::reason_kind(
-                    record.reason.as_deref().unwrap_or_default(),
-                ));
-            }
-            bar.update(&counts)
-        }))
-        .await;
+    let stopped = engine.run(on_commit(progress.clone(), live.clone())).await;
     console.abort();
     let _ = console.await;
     super::live_view::remove(&req.state, &opened.run_id);
@@ -152,6 +112,71 @@ pub async fn dispatch(
         started_at,
         elapsed: started.elapsed(),
     }
+}
+
+/// The display of this run: a line per lane and the total.
+fn progress_for(
+    req: &RunRequest,
+    validation: &FileValidation,
+    lane_rows: &[(Arc<Lane>, u64)],
+) -> crate::progress::Progress {
+    let names: Vec<(String, u64)> = lane_rows
+        .iter()
+        .map(|(l, n)| (l.name.clone(), *n))
+        .collect();
+    crate::progress::Progress::new(
+        &names,
+        validation.valid_rows,
+        req.quiet,
+        req.progress_interval,
+    )
+}
+
+fn run_options(
+    req: &RunRequest,
+    validation: &FileValidation,
+    lanes: &BTreeMap<String, Arc<Lane>>,
+) -> RunOptions {
+    RunOptions {
+        policy: RetryPolicy {
+            max_attempts: req.max_attempts,
+            ..RetryPolicy::default()
+        },
+        preflight: req.preflight,
+        wait: req.wait,
+        max_failures: req.max_failures,
+        group_concurrency: defaults::GROUPS_AT_ONCE,
+        bulk: bulk_lanes(req, validation, lanes),
+    }
+}
+
+/// First Ctrl-C: stop starting rows and finish; the second: exit at once.
+fn handle_ctrl_c(stop: Arc<Stop>, progress: crate::progress::Progress) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            progress.println("simbatch: interrupted: finishing requests in flight, then writing reports; press Ctrl-C again to exit at once (the run stays resumable)");
+            stop.request(StopReason::Interrupted);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(ExitCode::Aborted as i32);
+            }
+        }
+    });
+}
+
+/// Told of each committed record: the total's position, and the reasons rows did not
+/// succeed (for the live view).
+fn on_commit(progress: crate::progress::Progress, live: Arc<Live>) -> OnCommit {
+    Box::new(move |_, record| {
+        if matches!(
+            record.outcome,
+            Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
+        ) {
+            live.note_reason(crate::report::reason_kind(
+                record.reason.as_deref().unwrap_or_default(),
+            ));
+        }
+        progress.update(&live)
+    })
 }
 
 /// The lanes whose bulk-capable rows go in chunks: those with at least

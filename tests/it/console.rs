@@ -75,12 +75,7 @@ async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
 /// for 20 unknown SIMs, not 20 — and the command that retries them, in `summary.json` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_a_run_says_why_rows_failed_and_how_to_retry_them() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = hundred_sims().await;
     // SIMs 1-9 exist; 201-220 do not.
     let rows: String = (1..=9)
         .chain(201..=220)
@@ -234,6 +229,16 @@ fn help_completions_and_manual() {
     );
 }
 
+/// A sandbox of 100 SIMs per provider, without rate limits.
+async fn hundred_sims() -> RunEnv {
+    RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
 /// A job of `n` emnify suspensions (SIMs 1..=n, every tenth already suspended: skipped).
 fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
     let rows: String = (1..=n)
@@ -247,12 +252,7 @@ fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
 /// escape, not even `-v`'s log lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_to_a_file_is_plain_lines_at_the_interval() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = hundred_sims().await;
     let job = emnify_suspensions(&env, 60);
     let log = env.dir.path().join("stderr.txt");
     let status = env
@@ -300,12 +300,7 @@ async fn progress_to_a_file_is_plain_lines_at_the_interval() {
 /// run has ended, `status` says how it finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_during_a_run_shows_the_live_counts() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = hundred_sims().await;
     let job = emnify_suspensions(&env, 60);
     let mut run = env
         .command(
@@ -352,12 +347,7 @@ async fn status_during_a_run_shows_the_live_counts() {
 /// exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_are_refused_with_what_to_do() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = hundred_sims().await;
     let job = emnify_suspensions(&env, 3);
     let job = job.to_str().unwrap();
     let past = env

@@ -153,15 +153,9 @@ async fn plan_lane(
                 }
                 Ok((_, Decision::Fail { reason, before })) => ("fail", reason, before, None, false),
             };
-            Ok(Planned {
-                index,
-                row,
-                verdict,
-                reason,
-                before: before.unwrap_or_default(),
-                after: after.unwrap_or_default(),
-                bulk: in_bulk,
-            })
+            let mut planned = Planned::new(index, row, verdict, reason, before, after);
+            planned.bulk = in_bulk;
+            Ok(planned)
         }
     }))
     .buffer_unordered(concurrency.max(1))
