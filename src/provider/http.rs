@@ -102,12 +102,19 @@ pub struct Http {
     /// Requests that failed on the way (connection, timeout, a cut body) or with a 5xx: each
     /// is retried, or its row ends `unknown` or `failed`.
     transient: AtomicU64,
+    /// Requests in a row that never reached the provider (reset by any answer).
+    unreached_streak: AtomicU64,
 }
 
 /// Requests that never reached the provider, with nothing of the account working, after which
 /// it counts as unreachable and the run stops: a few rows' retries' worth (a refused connection
 /// costs milliseconds), far fewer than the thousands a job would otherwise spend.
 const UNREACHED_AFTER: u64 = 10;
+
+/// Requests in a row that never reached a provider that had answered before, after which it
+/// counts as gone (its port refuses connections, its name no longer resolves) and the run
+/// stops, resumable: a lane's recent requests all failing so, not one bad connection.
+const UNREACHED_IN_A_ROW: u64 = 10;
 
 impl Http {
     pub fn new(
@@ -133,6 +140,7 @@ impl Http {
             unreached: AtomicU64::new(0),
             bulk: AtomicU64::new(0),
             transient: AtomicU64::new(0),
+            unreached_streak: AtomicU64::new(0),
         })
     }
 
@@ -219,14 +227,25 @@ impl Http {
     }
 
     /// A transport failure; after [`UNREACHED_AFTER`] that never reached the provider while
-    /// nothing of the account has worked, the provider counts as unreachable.
+    /// nothing of the account has worked, or [`UNREACHED_IN_A_ROW`] in a row after it had,
+    /// the provider counts as unreachable.
     fn unreached(&self, mut e: ProviderError, never_reached: bool) -> ProviderError {
-        if never_reached && !self.worked.load(Ordering::Relaxed) {
+        if !never_reached {
+            return e;
+        }
+        let streak = self.unreached_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.worked.load(Ordering::Relaxed) {
             let n = self.unreached.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= UNREACHED_AFTER {
                 e.class = super::error::ErrorClass::Unreachable;
                 e.message = format!("{} ({n} attempts, none reached the provider)", e.message);
             }
+        } else if streak >= UNREACHED_IN_A_ROW {
+            e.class = super::error::ErrorClass::Unreachable;
+            e.message = format!(
+                "{} ({streak} attempts in a row reached nothing, after it had answered)",
+                e.message
+            );
         }
         e
     }
@@ -250,6 +269,7 @@ impl Http {
             }
         };
         let status = response.status();
+        self.unreached_streak.store(0, Ordering::Relaxed);
         if status.is_server_error() {
             self.transient.fetch_add(1, Ordering::Relaxed);
         }

@@ -235,7 +235,7 @@ fn describe_stop(reason: &StopReason) -> String {
             format!("provider `{provider}` refused the credentials ({message})")
         }
         StopReason::Unreachable { provider, message } => {
-            format!("provider `{provider}` cannot be reached ({message}); check its base_url and the network — nothing was sent there")
+            format!("provider `{provider}` cannot be reached ({message}); check its base_url and the network — the rows it did not answer for wait for the resume")
         }
         StopReason::FailureThreshold { failed, finished } => {
             format!("{failed} of {finished} finished rows failed, over --max-failures")

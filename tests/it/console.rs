@@ -417,3 +417,101 @@ async fn mistakes_are_refused_with_what_to_do() {
         show(&export)
     );
 }
+
+/// A provider that goes away in the middle of a run (its port now refuses connections): the
+/// lane stops after a few attempts in a row that reach nothing — exit 3 within seconds, the
+/// reason on the console — instead of spending five attempts on every remaining row; once the
+/// provider is back, the resume finishes the job, each change applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_goes_away_mid_run_stops_it_and_the_resume_finishes() {
+    let env = hundred_sims().await;
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        crate::proxy::on_changes(|| crate::proxy::Fault::Forward),
+    )
+    .await;
+    let addr = proxy.base.trim_start_matches("http://").to_string();
+    env.point_at(&proxy.base);
+    let rows: String = (1..=100)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    let args = [
+        "run",
+        "--yes",
+        "--json",
+        "--rate",
+        "20",
+        job.to_str().unwrap(),
+    ];
+    let run = env
+        .command(&args, crate::run_support::TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the event: some changes applied. Then the provider goes away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.sb.journal().await.len() < 10 {
+        assert!(Instant::now() < deadline, "no change within a minute");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.stop().await;
+    let cut = Instant::now();
+    let before_cut = env.sb.journal().await.len();
+    let output = tokio::task::spawn_blocking(move || run.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let took = cut.elapsed();
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("cannot be reached"), "{text}");
+    assert!(
+        took < Duration::from_secs(30),
+        "{took:?} after the provider went away"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let failed = summary["outcomes"]["failed"].as_u64().unwrap_or(0);
+    assert!(
+        failed <= 8,
+        "{failed} rows failed instead of waiting: {summary}"
+    );
+    let applied = env.sb.journal().await.len();
+    assert!(
+        applied < 90,
+        "the run did not stop: {applied} of 90 applied"
+    );
+    assert!(applied >= before_cut);
+
+    // The provider comes back where it was: the resume finishes every row not failed.
+    let _back = crate::proxy::Proxy::start_on(
+        &addr,
+        env.sb.base.clone(),
+        crate::proxy::on_changes(|| crate::proxy::Fault::Forward),
+    )
+    .await;
+    let output = env.run(&args).await;
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{}",
+        show(&output)
+    );
+    let results = env.results();
+    let succeeded = results
+        .iter()
+        .filter(|r| r["outcome"] == "succeeded")
+        .count();
+    assert_eq!(succeeded as u64 + failed, 90, "{results:?}");
+    let mut once = std::collections::HashMap::new();
+    for e in env.sb.journal().await {
+        *once
+            .entry(e["target"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        once.values().all(|n| *n == 1),
+        "a change applied twice: {once:?}"
+    );
+    assert_eq!(once.len(), succeeded);
+}

@@ -54,6 +54,8 @@ pub struct Proxy {
     /// `http://ADDR`: point a provider's `base_url` at this plus `/emnify`, `/twilio`, `/telnyx`.
     pub base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    shutdown: Arc<tokio::sync::Notify>,
+    served: tokio::task::JoinHandle<()>,
 }
 
 /// A rule that plays `fault` on every change request (see [`is_change`]) and forwards the rest.
@@ -93,8 +95,27 @@ impl Proxy {
             let (upstream, rule, seen, client) = state.clone();
             async move { handle(&upstream, &rule, &seen, &client, req).await }
         });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Proxy { base, seen }
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let signal = shutdown.clone();
+        let served = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { signal.notified().await })
+                .await
+                .unwrap()
+        });
+        Proxy {
+            base,
+            seen,
+            shutdown,
+            served,
+        }
+    }
+
+    /// Goes away: stops listening (connections are refused from now on) and closes the
+    /// connections it has, once their requests are answered.
+    pub async fn stop(self) {
+        self.shutdown.notify_one();
+        let _ = self.served.await;
     }
 
     pub fn seen(&self) -> Vec<Seen> {
