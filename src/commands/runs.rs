@@ -82,12 +82,20 @@ fn live_status(
     args: &StatusArgs,
     busy: &StoreError,
 ) -> anyhow::Result<ExitCode> {
-    let views: Vec<LiveView> = live_view::read_all(&global.state)
-        .into_iter()
+    let running = live_view::read_all(&global.state);
+    let views: Vec<LiveView> = running
+        .iter()
         .filter(|v| args.run.as_deref().is_none_or(|w| v.run_id.starts_with(w)))
+        .cloned()
         .collect();
     if views.is_empty() {
-        eprintln!("simbatch: {busy} (it publishes no live view to show)");
+        match (running.first(), &args.run) {
+            (Some(live), Some(wanted)) => eprintln!(
+                "simbatch: `{wanted}` is not the run going now ({}); its counts can be read once that run ends",
+                live.run_id
+            ),
+            _ => eprintln!("simbatch: {busy} (it publishes no live view to show)"),
+        }
         return Ok(ExitCode::StateStore);
     }
     if global.json {
