@@ -146,7 +146,7 @@ fn run_options(
         wait: req.wait,
         max_failures: req.max_failures,
         group_concurrency: defaults::GROUPS_AT_ONCE,
-        bulk: bulk_lanes(req, validation, lanes),
+        bulk: crate::pipeline::bulk::bulk_lanes(req.bulk_chunk, &validation.counts, lanes),
     }
 }
 
@@ -177,31 +177,6 @@ fn on_commit(progress: crate::progress::Progress, live: Arc<Live>) -> OnCommit {
         }
         progress.update(&live)
     })
-}
-
-/// The lanes whose bulk-capable rows go in chunks: those with at least
-/// [`BULK_MIN_ROWS`](crate::pipeline::bulk::BULK_MIN_ROWS) of them, unless `--no-bulk`.
-fn bulk_lanes(
-    req: &RunRequest,
-    validation: &FileValidation,
-    lanes: &BTreeMap<String, Arc<Lane>>,
-) -> BTreeMap<String, (usize, u64)> {
-    let Some(chunk) = req.bulk_chunk else {
-        return BTreeMap::new();
-    };
-    let mut rows: BTreeMap<&str, u64> = BTreeMap::new();
-    for ((provider, action), n) in &validation.counts {
-        if lanes
-            .get(provider)
-            .is_some_and(|lane| lane.provider().bulk(*action))
-        {
-            *rows.entry(provider.as_str()).or_default() += n;
-        }
-    }
-    rows.into_iter()
-        .filter(|(_, n)| *n >= crate::pipeline::bulk::BULK_MIN_ROWS)
-        .map(|(lane, n)| (lane.to_string(), (chunk, n)))
-        .collect()
 }
 
 /// Each lane with its rows in the job.

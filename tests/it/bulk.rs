@@ -394,3 +394,42 @@ async fn plan_counts_bulk_requests_and_the_time_at_the_limit() {
         "three pages of devices, no lookups"
     );
 }
+
+/// Whether a lane goes in bulk is decided on all its bulk-capable rows, grouped ones included,
+/// by `plan` as by `run`: 15 ungrouped and 10 grouped device rows make 25 (≥ 20), so the 15
+/// go in one bulk request in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_run_count_grouped_rows_when_choosing_bulk() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut job = String::from("action,provider,iccid,group\n");
+    for i in 1..=25 {
+        let group = if i > 15 {
+            format!("g{i}")
+        } else {
+            String::new()
+        };
+        job.push_str(&format!(
+            "disable-device,emnify,{},{group}\n",
+            iccid(EMNIFY_PREFIX, i)
+        ));
+    }
+    let path = env.write_job("devices.csv", &job);
+    let plan = env.run(&["plan", path.to_str().unwrap()]).await;
+    let text = show(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("25 disable-device (25 to change) in 1 bulk requests"),
+        "{text}"
+    );
+    let run = env
+        .run(&["run", "--yes", "--json", path.to_str().unwrap()])
+        .await;
+    assert_eq!(run.status.code(), Some(0), "{}", show(&run));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["bulk_requests"]["emnify"], 1, "{summary}");
+}

@@ -21,7 +21,7 @@ use super::validate::parse_options;
 use crate::cli::{GlobalArgs, PlanArgs};
 use crate::exit_code::ExitCode;
 use crate::job::{validate_file, Action, JobReader, JobRow, RowResult};
-use crate::pipeline::bulk::{BulkLane, BULK_MIN_ROWS};
+use crate::pipeline::bulk::{bulk_lanes, BulkLane};
 use crate::pipeline::control::Stop;
 use crate::pipeline::estimate::LaneWork;
 use crate::pipeline::lane::Lane;
@@ -71,22 +71,6 @@ fn stopped_by(lane: &str, e: &crate::provider::ProviderError) -> String {
     }
 }
 
-/// The bulk path a run would give this lane's rows (see `run::dispatch`): with at least
-/// [`BULK_MIN_ROWS`] rows of actions the provider applies in bulk, unless `--no-bulk`.
-fn bulk_lane(lane: &Arc<Lane>, rows: &[(u64, JobRow)], chunk: Option<usize>) -> Option<BulkLane> {
-    let n = rows
-        .iter()
-        .filter(|(_, r)| lane.provider().bulk(r.action()))
-        .count() as u64;
-    let chunk = chunk.filter(|_| n >= BULK_MIN_ROWS)?;
-    Some(BulkLane::new(
-        lane.clone(),
-        chunk,
-        n,
-        RetryPolicy::default(),
-    ))
-}
-
 /// Reads a row's target and decides as the run would: a device row of the bulk path from the
 /// device listing, others from the inventory listing or a lookup. Whether its change would go
 /// in bulk, and the decision.
@@ -115,11 +99,12 @@ async fn look_and_decide(
     Ok((in_bulk, decision))
 }
 
-/// Plans a lane's rows outside groups, many at once.
+/// Plans a lane's rows outside groups, many at once; `bulk`: the chunk size and bulk rows of
+/// the lane's bulk path, when a run would give it one ([`bulk_lanes`]).
 async fn plan_lane(
     lane: Arc<Lane>,
     rows: Vec<(u64, JobRow)>,
-    chunk: Option<usize>,
+    bulk: Option<(usize, u64)>,
 ) -> Result<Vec<Planned>, String> {
     let wanted = rows
         .iter()
@@ -129,7 +114,8 @@ async fn plan_lane(
         Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
         _ => {}
     }
-    let bulk = bulk_lane(&lane, &rows, chunk);
+    let bulk =
+        bulk.map(|(chunk, rows)| BulkLane::new(lane.clone(), chunk, rows, RetryPolicy::default()));
     let concurrency = lane.concurrency;
     let planned = futures_util::stream::iter(rows.into_iter().map(|(index, row)| {
         let (lane, bulk) = (lane.clone(), bulk.as_ref());
@@ -225,12 +211,12 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let chunk = args.bulk.chunk();
+    let in_bulk = bulk_lanes(chunk, &validation.counts, &lanes);
     let planned = runtime.block_on(async {
-        let ungrouped = futures_util::future::join_all(
-            by_lane
-                .into_iter()
-                .map(|(name, rows)| plan_lane(lanes[&name].clone(), rows, chunk)),
-        );
+        let ungrouped = futures_util::future::join_all(by_lane.into_iter().map(|(name, rows)| {
+            let bulk = in_bulk.get(&name).copied();
+            plan_lane(lanes[&name].clone(), rows, bulk)
+        }));
         let (ungrouped, grouped) = tokio::join!(ungrouped, groups::plan_groups(&lanes, groups));
         let mut planned = grouped?;
         for lane in ungrouped {

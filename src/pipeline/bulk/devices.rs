@@ -98,10 +98,7 @@ impl BulkLane {
             .devices(stop)
             .await?
             .get(row.target.iccid()?.as_str())?;
-        Some(match device.status == want {
-            true => Decision::skip(format!("already {want}"), &device.status),
-            false => Decision::send(Some(&device.status), want),
-        })
+        Some(decide_device(device, want))
     }
 
     /// Every device with a SIM (in `status`, when given), all pages.
@@ -164,13 +161,13 @@ impl BulkLane {
                 record.before = Some(device.status.clone());
             }
             record.after = Some(want.to_string());
-            if device.status == want {
+            if let Decision::Skip { reason, .. } = decide_device(device, want) {
                 let (outcome, reason) = match interrupted {
                     true => (
                         Outcome::Succeeded,
-                        format!("confirmed after an interrupted attempt: already {want}"),
+                        format!("confirmed after an interrupted attempt: {reason}"),
                     ),
-                    false => (Outcome::Skipped, format!("already {want}")),
+                    false => (Outcome::Skipped, reason),
                 };
                 record.finish(outcome, Some(reason), None);
                 ends.push(BulkEnd::Record(queued.index, record));
@@ -287,6 +284,15 @@ impl BulkLane {
             out.push((s.index, record));
         }
         (out, stopped)
+    }
+}
+
+/// Pre-flight of a device row from the device listing: skip a device already in `want`, else
+/// send (for the bulk path and for `plan` alike).
+fn decide_device(device: &Device, want: &str) -> Decision {
+    match device.status == want {
+        true => Decision::skip(format!("already {want}"), &device.status),
+        false => Decision::send(Some(&device.status), want),
     }
 }
 

@@ -30,7 +30,7 @@
 mod delete;
 mod devices;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::control::{Stop, StopReason};
@@ -38,7 +38,7 @@ use super::feed::Queued;
 use super::lane::Lane;
 use super::retry::{with_retries, RetryPolicy};
 use super::writer::Writer;
-use crate::job::{JobRow, Operation};
+use crate::job::{Action, JobRow, Operation};
 use crate::provider::account::Call;
 use crate::provider::{Cursor, Device, ErrorClass, ProviderError, SimState};
 use crate::store::{Phase, RowRecord};
@@ -50,11 +50,37 @@ pub const BULK_MIN_ROWS: u64 = 20;
 /// isolating a bad item (≈ 2 × log2(1,000) = 20 requests) small.
 pub const DEFAULT_CHUNK: usize = 1_000;
 
+/// The lanes whose bulk-capable rows go in chunks of `chunk` (`None`: `--no-bulk`): those with
+/// at least [`BULK_MIN_ROWS`] of them among the job's `counts` (per provider and action), with
+/// how many — for `run` and `plan` alike.
+pub fn bulk_lanes(
+    chunk: Option<usize>,
+    counts: &BTreeMap<(String, Action), u64>,
+    lanes: &BTreeMap<String, Arc<Lane>>,
+) -> BTreeMap<String, (usize, u64)> {
+    let Some(chunk) = chunk else {
+        return BTreeMap::new();
+    };
+    let mut rows: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((provider, action), n) in counts {
+        if lanes
+            .get(provider)
+            .is_some_and(|lane| lane.provider().bulk(*action))
+        {
+            *rows.entry(provider.as_str()).or_default() += n;
+        }
+    }
+    rows.into_iter()
+        .filter(|(_, n)| *n >= BULK_MIN_ROWS)
+        .map(|(lane, n)| (lane.to_string(), (chunk, n)))
+        .collect()
+}
+
 /// The bulk requests `changes` rows of `action` take in chunks of `chunk`: one per chunk (a
 /// delete two: the release from the devices, then the delete).
-pub fn requests_for(action: crate::job::Action, changes: u64, chunk: usize) -> u64 {
+pub fn requests_for(action: Action, changes: u64, chunk: usize) -> u64 {
     let per_chunk = match action {
-        crate::job::Action::Delete => 2,
+        Action::Delete => 2,
         _ => 1,
     };
     changes.div_ceil(chunk.max(1) as u64) * per_chunk
