@@ -118,9 +118,10 @@ fn live_status(
 
 /// How a run that is not resumable ended, and where its failures are.
 fn finished(id: &str, per: &BTreeMap<Outcome, u64>) -> String {
-    let bad: u64 = [Outcome::Failed, Outcome::Unknown, Outcome::Blocked]
+    let bad: u64 = per
         .iter()
-        .filter_map(|o| per.get(o))
+        .filter(|(o, _)| o.did_not_succeed())
+        .map(|(_, n)| n)
         .sum();
     if bad == 0 {
         return "finished".into();

@@ -172,11 +172,7 @@ impl Engine {
                 wait,
                 self.stop.clone(),
                 Arc::new(move |outcome| {
-                    let _ = engine.live.lane(&lane_name).confirming.fetch_update(
-                        std::sync::atomic::Ordering::Relaxed,
-                        std::sync::atomic::Ordering::Relaxed,
-                        |n| n.checked_sub(1),
-                    );
+                    engine.live.lane(&lane_name).confirmation_came();
                     engine.note(&lane_name, outcome, true)
                 }),
             );
@@ -534,10 +530,7 @@ impl Engine {
                 let confirmer = confirmers
                     .get(&lane.name)
                     .expect("every lane has a confirmer");
-                self.live
-                    .lane(&lane.name)
-                    .confirming
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.live.lane(&lane.name).confirmation_awaited();
                 // Groups wait for the confirmed outcome; other rows move on.
                 let (done, outcome) = match await_confirmation {
                     true => {

@@ -35,6 +35,20 @@ pub struct LaneLive {
     pub confirming: AtomicU64,
 }
 
+impl LaneLive {
+    /// A change handed over to be confirmed.
+    pub fn confirmation_awaited(&self) {
+        self.confirming.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A change's confirmation came (whatever it said).
+    pub fn confirmation_came(&self) {
+        let _ = self
+            .confirming
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
 impl Live {
     /// Counts the outcomes of rows finished by earlier invocations in bulk (the finished
     /// prefix, which this invocation does not read).
@@ -48,6 +62,10 @@ impl Live {
     /// The live counts of lane `name`.
     pub fn lane(&self, name: &str) -> Arc<LaneLive> {
         let mut lanes = self.lanes.lock().expect("live lanes lock");
+        // Asked for every row's outcome: no allocation once the lane is known.
+        if let Some(lane) = lanes.get(name) {
+            return lane.clone();
+        }
         lanes.entry(name.to_string()).or_default().clone()
     }
 
@@ -74,13 +92,9 @@ impl Live {
             .or_default() += 1;
     }
 
-    /// The `n` most frequent reasons rows did not succeed, most frequent first.
-    pub fn top_reasons(&self, n: usize) -> Vec<(String, u64)> {
-        let reasons = self.reasons.lock().expect("live reasons lock");
-        let mut top: Vec<(String, u64)> = reasons.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(n);
-        top
+    /// Rows that did not succeed so far, by the kind of reason.
+    pub fn reasons(&self) -> BTreeMap<String, u64> {
+        self.reasons.lock().expect("live reasons lock").clone()
     }
 
     /// The outcomes counted so far, those with rows only.

@@ -109,7 +109,8 @@ pub struct Progress {
     total: u64,
     bars: Option<Arc<Bars>>,
     interval: Duration,
-    last_lines: Arc<Mutex<Option<Instant>>>,
+    /// When lines were last printed (not on a terminal).
+    last_lines: Arc<Mutex<Instant>>,
 }
 
 impl Progress {
@@ -118,24 +119,21 @@ impl Progress {
         let mode = mode(std::io::stderr().is_terminal(), quiet);
         let bars = (mode == Mode::Bars).then(|| {
             let width = lanes.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
-            let style =
-                |template: String| ProgressStyle::with_template(&template).expect("valid template");
+            let style = ProgressStyle::with_template(&format!(
+                "{{prefix:<{width}}} {{bar:24}} {{pos}}/{{len}} {{msg}}"
+            ))
+            .expect("valid template");
+            let bar = |prefix: &str, len: u64| {
+                let bar = console().add(ProgressBar::new(len));
+                bar.set_style(style.clone());
+                bar.set_prefix(prefix.to_string());
+                bar
+            };
             let lanes = lanes
                 .iter()
-                .map(|(name, rows)| {
-                    let bar = console().add(ProgressBar::new(*rows));
-                    bar.set_style(style(format!(
-                        "{{prefix:<{width}}} {{bar:24}} {{pos}}/{{len}} {{msg}}"
-                    )));
-                    bar.set_prefix(name.clone());
-                    (name.clone(), bar)
-                })
+                .map(|(name, rows)| (name.clone(), bar(name, *rows)))
                 .collect();
-            let total_bar = console().add(ProgressBar::new(total));
-            total_bar.set_style(style(format!(
-                "{{prefix:<{width}}} {{bar:24}} {{pos}}/{{len}} {{msg}}"
-            )));
-            total_bar.set_prefix("total");
+            let total_bar = bar("total", total);
             Arc::new(Bars {
                 lanes,
                 total: total_bar,
@@ -146,7 +144,7 @@ impl Progress {
             total,
             bars,
             interval,
-            last_lines: Arc::new(Mutex::new(Some(Instant::now()))),
+            last_lines: Arc::new(Mutex::new(Instant::now())),
         }
     }
 
@@ -186,10 +184,10 @@ impl Progress {
             }
             (None, Mode::Lines) => {
                 let mut last = self.last_lines.lock().expect("progress lock");
-                if last.is_some_and(|at| at.elapsed() < self.interval) {
+                if last.elapsed() < self.interval {
                     return;
                 }
-                *last = Some(Instant::now());
+                *last = Instant::now();
                 let mut text = String::new();
                 for v in lanes {
                     text.push_str(&format!("simbatch: progress: {}\n", v.line()));

@@ -88,15 +88,16 @@ impl Tally {
 
     /// The `n` most frequent failure reasons, most frequent first.
     pub fn top_failure_reasons(&self, n: usize) -> Vec<(&str, u64)> {
-        let mut reasons: Vec<(&str, u64)> = self
-            .failure_reasons
-            .iter()
-            .map(|(r, c)| (r.as_str(), *c))
-            .collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        reasons.truncate(n);
-        reasons
+        most_frequent(&self.failure_reasons, n)
     }
+}
+
+/// The `n` most frequent of `counts`, most frequent first (ties in name order).
+pub fn most_frequent(counts: &BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
+    let mut top: Vec<(&str, u64)> = counts.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    top.truncate(n);
+    top
 }
 
 /// `path` as one word for a POSIX shell: as it is when it needs no quoting, else in single
@@ -360,10 +361,7 @@ fn pass(
                     None => tally.not_started += 1,
                 }
                 if let Some(r) = &record {
-                    if matches!(
-                        r.outcome,
-                        Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
-                    ) {
+                    if r.outcome.is_some_and(Outcome::did_not_succeed) {
                         let reason = reason_kind(r.reason.as_deref().unwrap_or("no reason given"));
                         *tally.failure_reasons.entry(reason).or_default() += 1;
                     }
@@ -380,9 +378,7 @@ fn pass(
                     reverts.add(&row, r)?;
                 }
                 match outcome {
-                    Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked) => {
-                        failed.write(&row)?
-                    }
+                    Some(o) if o.did_not_succeed() => failed.write(&row)?,
                     Some(Outcome::Pending) => pending.write(&row)?,
                     _ => {}
                 }

@@ -144,7 +144,10 @@ fn live_view(source: &ConsoleSource, views: &[LaneView], note: Option<&str>) -> 
             })
             .collect(),
         eta_s: total_eta(views).map(|d| d.as_secs()),
-        top_failure_reasons: live.top_reasons(TOP_REASONS),
+        top_failure_reasons: crate::report::most_frequent(&live.reasons(), TOP_REASONS)
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), n))
+            .collect(),
         note: note.map(str::to_string),
     }
 }

@@ -167,10 +167,7 @@ fn handle_ctrl_c(stop: Arc<Stop>, progress: crate::progress::Progress) {
 /// succeed (for the live view).
 fn on_commit(progress: crate::progress::Progress, live: Arc<Live>) -> OnCommit {
     Box::new(move |_, record| {
-        if matches!(
-            record.outcome,
-            Some(Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
-        ) {
+        if record.outcome.is_some_and(Outcome::did_not_succeed) {
             live.note_reason(crate::report::reason_kind(
                 record.reason.as_deref().unwrap_or_default(),
             ));

@@ -217,8 +217,9 @@ const TOP_REASONS_ON_CONSOLE: usize = 5;
 /// The command that runs `failed.csv` — the rows that failed, are unknown or were blocked — as
 /// a new job; `None` when there are none.
 fn retry_command(opened: &Opened, tally: &Tally) -> Option<String> {
-    let again = [Outcome::Failed, Outcome::Unknown, Outcome::Blocked]
+    let again = Outcome::ALL
         .iter()
+        .filter(|o| o.did_not_succeed())
         .map(|o| tally.count(*o))
         .sum::<u64>();
     (again > 0).then(|| {

@@ -60,6 +60,12 @@ impl Outcome {
     pub fn is_final(self) -> bool {
         self != Outcome::Pending
     }
+
+    /// A row that did not succeed and is worth another try: it goes to `failed.csv`, its
+    /// reason counts among the failure reasons.
+    pub fn did_not_succeed(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Unknown | Outcome::Blocked)
+    }
 }
 
 impl fmt::Display for Outcome {

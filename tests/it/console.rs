@@ -27,11 +27,8 @@ async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
         listener.local_addr().unwrap().to_string()
     };
     env.point_at(&format!("http://{addr}"));
-    let rows: String = (1..=300)
-        .filter(|i| i % 10 != 0)
-        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
-        .collect();
-    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    // Every tenth SIM starts suspended: left out, each row is a change.
+    let job = suspend_job(&env, (1..=300).filter(|i| i % 10 != 0));
     let args = [
         "run",
         "--yes",
@@ -239,12 +236,17 @@ async fn hundred_sims() -> RunEnv {
     .await
 }
 
-/// A job of `n` emnify suspensions (SIMs 1..=n, every tenth already suspended: skipped).
-fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
-    let rows: String = (1..=n)
+/// A job suspending emnify's SIMs `sims` (by number).
+fn suspend_job(env: &RunEnv, sims: impl Iterator<Item = u64>) -> std::path::PathBuf {
+    let rows: String = sims
         .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
         .collect();
     env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"))
+}
+
+/// A job of `n` emnify suspensions (SIMs 1..=n, every tenth already suspended: skipped).
+fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
+    suspend_job(env, 1..=n)
 }
 
 /// With stderr to a file, a plain progress line per lane comes at the interval — a long run
@@ -432,11 +434,8 @@ async fn a_provider_that_goes_away_mid_run_stops_it_and_the_resume_finishes() {
     .await;
     let addr = proxy.base.trim_start_matches("http://").to_string();
     env.point_at(&proxy.base);
-    let rows: String = (1..=100)
-        .filter(|i| i % 10 != 0)
-        .map(|i| format!("suspend,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
-        .collect();
-    let job = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    // Every tenth SIM starts suspended: left out, each row is a change.
+    let job = suspend_job(&env, (1..=100).filter(|i| i % 10 != 0));
     let args = [
         "run",
         "--yes",
