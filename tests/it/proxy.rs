@@ -33,8 +33,9 @@ pub enum Fault {
     /// Do not forward; answer 400 with a debug page that echoes the request's headers, with
     /// terminal escape sequences around them.
     EchoHeaders,
-    /// Do not forward; answer 429 with this `Retry-After` (seconds).
-    TooMany(u64),
+    /// Do not forward; answer 429 with this `Retry-After` (seconds), or with none (neither
+    /// Twilio nor emnify documents the header: provider-apis.md 1.7, 2.4).
+    TooMany(Option<u64>),
     /// Do not forward; answer this 4xx with a provider-like error body.
     Refuse(u16),
 }
@@ -276,9 +277,11 @@ async fn handle(
                 "application/json",
                 Body::from(r#"{"message":"Too many requests"}"#),
             );
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(seconds));
+            if let Some(seconds) = seconds {
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(seconds));
+            }
             response
         }
     }

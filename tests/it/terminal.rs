@@ -228,7 +228,7 @@ async fn a_terminal_shows_each_lane_and_a_paused_one_says_so() {
         std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
             let change = *method == axum::http::Method::PATCH && path.starts_with("/emnify/");
             if change && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
-                crate::proxy::Fault::TooMany(6)
+                crate::proxy::Fault::TooMany(Some(6))
             } else {
                 crate::proxy::Fault::Forward
             }

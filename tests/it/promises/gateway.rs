@@ -105,7 +105,7 @@ async fn case_01_an_answer_that_may_mean_applied_is_read_back_not_sent_again() {
 async fn case_02_after_the_first_ctrl_c_no_change_leaves_and_waits_end() {
     let env = RunEnv::new(super::sandbox(100)).await;
     // Every change is refused with a five-minute Retry-After: the lane pauses.
-    let proxy = super::behind_proxy(&env, on_changes(|| Fault::TooMany(300))).await;
+    let proxy = super::behind_proxy(&env, on_changes(|| Fault::TooMany(Some(300)))).await;
     let path = env.write_job(
         "job.csv",
         &super::job_of("suspend", "emnify", EMNIFY_PREFIX, super::active(36)),
