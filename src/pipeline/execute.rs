@@ -208,9 +208,15 @@ async fn steps(
     let (mut observed, move_target) = attempt.look(row, interrupted).await?;
     if interrupted {
         attempt.reconcile(row, prior, &observed)?;
+        if let Observed::Sim(sim) = &mut observed {
+            sim.as_before_release(prior.and_then(|p| p.released_from.as_deref()));
+        }
     }
     let after = attempt.plan(row, &observed, move_target.as_deref(), interrupted)?;
-    attempt.mark(index, &observed).await?;
+    // Read after the interruption, the change is not in effect: the earlier attempt did not
+    // land, so a clear refusal of the next one fails the row (it is not `unknown`).
+    attempt.change_out = false;
+    attempt.mark(index, row, &observed).await?;
     let sent = attempt
         .send(row, &mut observed, &after, move_target.as_deref())
         .await?;
@@ -319,11 +325,13 @@ impl Attempt<'_> {
 
     /// The "sending" marker, durable before the request leaves, or a crash could hide a sent
     /// change.
-    async fn mark(&mut self, index: u64, observed: &Observed) -> Result<(), RowEnd> {
+    async fn mark(&mut self, index: u64, row: &JobRow, observed: &Observed) -> Result<(), RowEnd> {
+        let provider = self.ctx.lane.provider();
         let mut marker = self.record.clone();
         marker.phase = Phase::Sending;
         marker.attempts = marker.attempts.max(1);
-        marker.operations_before = self.ctx.lane.provider().operations_before(observed);
+        marker.operations_before = provider.operations_before(observed);
+        marker.released_from = provider.releases_from(row, observed);
         match self.ctx.writer.durable(index, marker).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.finish(

@@ -861,6 +861,16 @@ impl Provider for EmnifyProvider {
         after
     }
 
+    /// A delete releases the SIM from its endpoint first ([`Emnify::delete_sim`]).
+    fn releases_from(&self, row: &JobRow, observed: &Observed) -> Option<String> {
+        match (&row.operation, observed) {
+            (Operation::Delete { .. }, Observed::Sim(sim)) => {
+                sim.device.as_ref().map(|(id, _)| id.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// The operations are read whole and oldest first ([`Emnify::find_euicc`]): the last is
     /// the newest.
     fn operations_before(&self, observed: &Observed) -> Option<String> {

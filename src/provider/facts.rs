@@ -131,6 +131,13 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// The device `row`'s change takes the SIM off before it is applied (an emnify delete: the
+    /// SIM is first released from its endpoint), kept in the "sending" marker: a resume that
+    /// finds the SIM on no device knows where the interrupted attempt took it from.
+    fn releases_from(&self, _row: &JobRow, _observed: &Observed) -> Option<String> {
+        None
+    }
+
     /// An operation created after `before` (the marker's [`Provider::operations_before`])
     /// that is the row's own (an earlier attempt got through): its reference, to confirm
     /// instead of scheduling another. `None` for `before` when no marker says what was there.

@@ -93,6 +93,19 @@ pub enum Observed {
     Euicc(EuiccState),
 }
 
+impl SimState {
+    /// After an interrupted change that took this SIM off `released_from` (the marker's
+    /// [`crate::provider::Provider::releases_from`]) and did not land: a SIM that shows no device
+    /// is taken as still on that one — the release is repeated (the device has no SIM: nothing
+    /// changes) and a refusal of the change puts the SIM back there, as it would have without
+    /// the interruption. The device's status is not known: it is left blank.
+    pub fn as_before_release(&mut self, released_from: Option<&str>) {
+        if let (None, Some(device)) = (&self.device, released_from) {
+            self.device = Some((device.to_string(), String::new()));
+        }
+    }
+}
+
 /// The pre-flight verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {

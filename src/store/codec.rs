@@ -26,6 +26,7 @@ const LATENCY_MS: u16 = 1 << 7;
 const STARTED_AT: u16 = 1 << 8;
 const FINISHED_AT: u16 = 1 << 9;
 const OPERATIONS_BEFORE: u16 = 1 << 10;
+const RELEASED_FROM: u16 = 1 << 11;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -71,6 +72,7 @@ pub fn encode(r: &RowRecord) -> Vec<u8> {
         (STARTED_AT, r.started_at.is_some()),
         (FINISHED_AT, r.finished_at.is_some()),
         (OPERATIONS_BEFORE, r.operations_before.is_some()),
+        (RELEASED_FROM, r.released_from.is_some()),
     ];
     for (bit, present) in flags {
         if present {
@@ -93,8 +95,11 @@ pub fn encode(r: &RowRecord) -> Vec<u8> {
     for t in [&r.started_at, &r.finished_at].into_iter().flatten() {
         put_time(&mut out, t);
     }
-    if let Some(before) = &r.operations_before {
-        put_str(&mut out, before);
+    for s in [&r.operations_before, &r.released_from]
+        .into_iter()
+        .flatten()
+    {
+        put_str(&mut out, s);
     }
     out
 }
@@ -177,6 +182,7 @@ pub fn decode(bytes: &[u8]) -> Result<RowRecord, String> {
     let started_at = has(STARTED_AT).then(|| r.time()).transpose()?;
     let finished_at = has(FINISHED_AT).then(|| r.time()).transpose()?;
     let operations_before = string(OPERATIONS_BEFORE, &mut r)?;
+    let released_from = string(RELEASED_FROM, &mut r)?;
     if r.at != bytes.len() {
         return Err("trailing bytes after the record".into());
     }
@@ -191,6 +197,7 @@ pub fn decode(bytes: &[u8]) -> Result<RowRecord, String> {
         provider_code,
         provider_ref,
         operations_before,
+        released_from,
         queued_ms,
         latency_ms,
         started_at,
@@ -267,6 +274,7 @@ mod tests {
             provider_code: Some("10015".into()),
             provider_ref: Some("2b7d3e1c-9f0a-4c55-8d1e-7f6a5b4c3d2e".into()),
             operations_before: Some("6a09cdc3-8948-47f0-aa62-74ac943d6c58".into()),
+            released_from: Some("4711".into()),
             queued_ms: Some(0),
             latency_ms: Some(u64::MAX),
             started_at: DateTime::from_timestamp(1_795_000_000, 123_456_789),
@@ -290,6 +298,7 @@ mod tests {
         typical.reason = None;
         typical.provider_code = None;
         typical.operations_before = None;
+        typical.released_from = None;
         typical.latency_ms = Some(85);
         let (binary, json) = (
             encode(&typical).len(),

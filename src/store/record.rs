@@ -18,7 +18,8 @@ use crate::job::Action;
 /// 3: each run counts its commits, checked against the commit ledger beside the database.
 /// 4: a "sending" marker keeps the operations its target showed as a field of its own (it was
 /// smuggled through `provider_ref` as `ops-before:N`).
-pub const SCHEMA_VERSION: u32 = 5;
+/// 6: a delete's "sending" marker names the device its SIM is released from.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// A row's outcome (SPEC 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,6 +103,10 @@ pub struct RowRecord {
     /// lost answer or a crash the operation this row scheduled is told from older ones by id,
     /// never by its position in a list.
     pub operations_before: Option<String>,
+    /// In a "sending" marker for a change that first takes the SIM off its device (an emnify
+    /// delete: [`crate::provider::Provider::releases_from`]): that device. A resume that finds
+    /// the SIM on no device knows where it was, and puts it back if the change is refused.
+    pub released_from: Option<String>,
     pub queued_ms: Option<u64>,
     pub latency_ms: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
@@ -122,6 +127,7 @@ impl RowRecord {
             provider_code: None,
             provider_ref: None,
             operations_before: None,
+            released_from: None,
             queued_ms: None,
             latency_ms: None,
             started_at: Some(started_at),

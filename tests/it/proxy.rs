@@ -38,6 +38,8 @@ pub enum Fault {
     TooMany(Option<u64>),
     /// Do not forward; answer this 4xx with a provider-like error body.
     Refuse(u16),
+    /// Do not forward and never answer: the request is out, its fate unknown to the client.
+    Hang,
 }
 
 /// One request as the proxy saw it.
@@ -266,6 +268,7 @@ async fn handle(
                 Body::from(body.to_string()),
             )
         }
+        Fault::Hang => std::future::pending().await,
         Fault::Refuse(code) => respond(
             StatusCode::from_u16(code).unwrap(),
             "application/json",

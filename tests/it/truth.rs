@@ -369,6 +369,111 @@ async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
     );
 }
 
+/// A run killed after it released a SIM from its endpoint for a delete, with the delete out
+/// and unanswered: the resumed run finds the SIM on no endpoint. The row's marker names the
+/// endpoint the SIM was released from, so when emnify refuses the delete (403) the SIM goes
+/// back on it and the row fails with both facts — never `unknown` (the SIM was read after the
+/// interruption: the earlier delete did not land), never a device silently left without its
+/// SIM. One row at a time and in bulk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
+    for bulk in [false, true] {
+        let env = RunEnv::new(SandboxConfig {
+            sims: 100,
+            limits: LimitMode::Off,
+            ..SandboxConfig::default()
+        })
+        .await;
+        // In bulk: enough rows for the lane to list its SIMs (lane::SNAPSHOT_MIN_ROWS).
+        let first = if bulk { 41 } else { 98 };
+        let rows: String = (first..=100)
+            .map(|i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+            .collect();
+        let job = env.write_job("delete.csv", &format!("action,provider,iccid\n{rows}"));
+        let mut args = vec!["run", "-q", "--yes", "--allow-irreversible"];
+        if !bulk {
+            args.push("--no-bulk");
+        }
+        args.push(job.to_str().unwrap());
+        // The first run: every delete is out and never answered; killed once SIM 99's is.
+        let hung = if bulk {
+            "/emnify/api/v1/sim/multi"
+        } else {
+            "/emnify/api/v1/sim/99"
+        };
+        let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hangs = hanging.clone();
+        let proxy = Proxy::start(
+            env.sb.base.clone(),
+            std::sync::Arc::new(move |method: &axum::http::Method, _: &str| {
+                let hang = hangs.load(std::sync::atomic::Ordering::SeqCst);
+                match hang && *method == axum::http::Method::DELETE {
+                    true => Fault::Hang,
+                    false => Fault::Forward,
+                }
+            }),
+        )
+        .await;
+        env.point_at(&proxy.base);
+        let mut child = env
+            .command(&args, crate::run_support::TOKEN)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while proxy.count(|s| s.method == axum::http::Method::DELETE && s.path == hung) == 0 {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let seen: Vec<String> = proxy
+                    .seen()
+                    .iter()
+                    .map(|s| format!("{} {}", s.method, s.path))
+                    .collect();
+                panic!("no delete of {hung}: {seen:#?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let sim_99 = iccid(EMNIFY_PREFIX, 99);
+        let of_99 = |journal: Vec<serde_json::Value>| -> Vec<String> {
+            journal
+                .iter()
+                .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
+                .map(|e| e["change"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let released = of_99(env.sb.journal().await);
+        assert_eq!(released, ["endpoint_sim:released-from:99"], "bulk: {bulk}");
+
+        // The resume: the provider answers again.
+        hanging.store(false, std::sync::atomic::Ordering::SeqCst);
+        let output = env.run(&args).await;
+        let context = format!("bulk: {bulk}\n{}", show(&output));
+        assert_eq!(output.status.code(), Some(1), "{context}");
+        let results = env.results();
+        for r in &results {
+            let expected = if r["iccid"] == sim_99 {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            assert_eq!(r["outcome"], expected, "{r:?}\n{context}");
+        }
+        let refused = results.iter().find(|r| r["iccid"] == sim_99).unwrap();
+        assert!(
+            refused["reason"].contains("cannot delete")
+                && refused["reason"].contains("put back on endpoint 99"),
+            "{refused:?}\n{context}"
+        );
+        let changes = of_99(env.sb.journal().await);
+        assert_eq!(
+            changes.last().map(String::as_str),
+            Some("endpoint_sim:assigned-to:99"),
+            "{changes:?}\n{context}"
+        );
+    }
+}
+
 /// When the SIM cannot be put back either (here a proxy refuses the second PATCH of the
 /// endpoint: the release went through, the re-attach did not), the row says the device is
 /// detached, its `after` names the endpoint, and `revert.csv` carries the `attach` row that

@@ -121,6 +121,10 @@ impl BulkLane {
                 continue;
             };
             let (mut record, interrupted) = entering(&queued, prior);
+            let mut observed = observed;
+            if let (true, Observed::Sim(sim)) = (interrupted, &mut observed) {
+                sim.as_before_release(record.released_from.as_deref());
+            }
             match (&observed, decide(provider, &queued.row, &observed, None)) {
                 (Observed::Missing, _) if interrupted => {
                     record.after = Some(DELETED.into());
@@ -135,6 +139,7 @@ impl BulkLane {
                     record.after = Some(DELETED.into());
                     record.phase = Phase::Sending;
                     record.attempts += 1;
+                    record.released_from = provider.releases_from(&queued.row, &observed);
                     to_delete.push(ToDelete {
                         queued,
                         record,
