@@ -156,15 +156,27 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     assert_eq!(results.len(), 5_000);
     let mut changes: HashMap<String, usize> = HashMap::new();
     let mut deletes: HashMap<String, usize> = HashMap::new();
+    // The last change of each SIM's place on its endpoint: the refused deletes' SIMs end back
+    // on theirs, whenever the kills came.
+    let mut on_endpoint: HashMap<String, String> = HashMap::new();
     for e in env.sb.journal().await {
         let target = e["target"].as_str().unwrap().to_string();
         match e["change"].as_str().unwrap() {
             "delete" => *deletes.entry(target).or_default() += 1,
-            c if c.starts_with("endpoint_sim:") => {}
+            c if c.starts_with("endpoint_sim:") => {
+                on_endpoint.insert(target, c.to_string());
+            }
             _ => *changes.entry(target).or_default() += 1,
         }
     }
     let refused = [2_899, 2_999].map(|i| iccid(EMNIFY_PREFIX, i));
+    for (sim, endpoint) in refused.iter().zip([2_899, 2_999]) {
+        assert_eq!(
+            on_endpoint.get(sim).map(String::as_str),
+            Some(format!("endpoint_sim:assigned-to:{endpoint}").as_str()),
+            "{sim}"
+        );
+    }
     for r in &results {
         let journaled = match r["action"].as_str() {
             "delete" => &deletes,
