@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::bulk::{BulkEnd, BulkLane};
@@ -400,7 +401,8 @@ impl Engine {
         outcome
     }
 
-    /// One chunk of bulk rows: its records written, the rows it cannot take run one by one.
+    /// One chunk of bulk rows: its records written; the rows it cannot take run as single
+    /// rows, side by side up to the lane's concurrency (one slow answer holds up no other).
     async fn run_bulk_chunk(
         &self,
         lane: &Lane,
@@ -409,30 +411,33 @@ impl Engine {
         writer: &Writer,
         confirmers: &BTreeMap<String, Confirmer>,
     ) {
-        match bulk.run_chunk(chunk, writer, &self.stop).await {
-            Ok(ends) => {
-                for end in ends {
-                    match end {
-                        BulkEnd::Record(index, record) => {
-                            self.record(&lane.name, writer, index, record).await;
-                        }
-                        BulkEnd::Single(q) => {
-                            self.run_row(
-                                lane,
-                                writer,
-                                confirmers,
-                                q.index,
-                                &q.row,
-                                q.at.elapsed(),
-                                false,
-                            )
-                            .await;
-                        }
-                    }
+        let ends = match bulk.run_chunk(chunk, writer, &self.stop).await {
+            Ok(ends) => ends,
+            Err(reason) => return self.stop.request(reason),
+        };
+        let mut singles = Vec::new();
+        for end in ends {
+            match end {
+                BulkEnd::Record(index, record) => {
+                    self.record(&lane.name, writer, index, record).await;
                 }
+                BulkEnd::Single(q) => singles.push(q),
             }
-            Err(reason) => self.stop.request(reason),
         }
+        futures_util::stream::iter(singles)
+            .for_each_concurrent(lane.concurrency.max(1), |q| async move {
+                self.run_row(
+                    lane,
+                    writer,
+                    confirmers,
+                    q.index,
+                    &q.row,
+                    q.at.elapsed(),
+                    false,
+                )
+                .await;
+            })
+            .await;
     }
 
     /// Runs one row unless it is already final; returns its final outcome (if it got one now or

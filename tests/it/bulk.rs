@@ -244,6 +244,68 @@ async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
     );
 }
 
+/// Rows the bulk path hands back (here 30 deletes: too few for the lane to list its SIMs, so
+/// each is looked up alone) run side by side like any other rows, not one after another behind
+/// the chunk: while a proxy holds the first row's delete unanswered, the other 29 go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_bulk_path_hands_back_do_not_wait_for_each_other() {
+    let env = RunEnv::new(SandboxConfig {
+        sims: 100,
+        limits: LimitMode::Off,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(|method: &axum::http::Method, path: &str| {
+            match *method == axum::http::Method::DELETE && path == "/emnify/api/v1/sim/41" {
+                true => crate::proxy::Fault::Hang,
+                false => crate::proxy::Fault::Forward,
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let rows: String = (41..=70)
+        .map(|i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let job = env.write_job("delete.csv", &format!("action,provider,iccid\n{rows}"));
+    let mut child = env
+        .command(
+            &[
+                "run",
+                "-q",
+                "--yes",
+                "--allow-irreversible",
+                "--rate",
+                "1000",
+                job.to_str().unwrap(),
+            ],
+            crate::run_support::TOKEN,
+        )
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deleted = loop {
+        let deleted = env
+            .sb
+            .journal()
+            .await
+            .iter()
+            .filter(|e| e["change"] == "delete")
+            .count();
+        if deleted == 29 || std::time::Instant::now() > deadline {
+            break deleted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let held = proxy.count(|s| s.method == axum::http::Method::DELETE && s.path.ends_with("/41"));
+    assert!(held >= 1, "the first row's delete is out and held");
+    assert_eq!(deleted, 29, "the other rows went through while it was held");
+}
+
 /// Credentials refused while the bulk rows are confirmed (the confirming listing answered 401,
 /// after the one re-authentication): the run stops with exit 3 and the rows keep their markers
 /// for the next run — it does not end as if they were done.
