@@ -215,12 +215,7 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
 /// each row up, so after the first page (which tells the size) the rows go one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 30_000,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(30_000).await;
     let job = env.write_job("devices.csv", &disable_devices(1..=20));
     let output = env
         .run(&[
@@ -249,12 +244,7 @@ async fn a_few_rows_on_a_large_account_are_not_worth_the_device_listing() {
 /// the chunk: while a proxy holds the first row's delete unanswered, the other 29 go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_the_bulk_path_hands_back_do_not_wait_for_each_other() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let proxy = crate::proxy::Proxy::start(
         env.sb.base.clone(),
         std::sync::Arc::new(|method: &axum::http::Method, path: &str| {
@@ -311,12 +301,7 @@ async fn rows_the_bulk_path_hands_back_do_not_wait_for_each_other() {
 /// for the next run — it does not end as if they were done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_while_confirming_stop_the_run() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let proxy = crate::proxy::Proxy::start(
         env.sb.base.clone(),
         std::sync::Arc::new(|method: &axum::http::Method, path: &str| {
@@ -474,12 +459,7 @@ async fn plan_counts_bulk_requests_and_the_time_at_the_limit() {
 /// go in one bulk request in both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_run_count_grouped_rows_when_choosing_bulk() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let mut job = String::from("action,provider,iccid,group\n");
     for i in 1..=25 {
         let group = if i > 15 {

@@ -16,12 +16,7 @@ use crate::run_support::{show, RunEnv};
 /// reachable, running the same command again finishes the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 300,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(300).await;
     let addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
@@ -72,7 +67,7 @@ async fn an_unreachable_provider_stops_the_run_at_once_and_it_resumes_later() {
 /// for 20 unknown SIMs, not 20 — and the command that retries them, in `summary.json` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_a_run_says_why_rows_failed_and_how_to_retry_them() {
-    let env = hundred_sims().await;
+    let env = RunEnv::unlimited(100).await;
     // SIMs 1-9 exist; 201-220 do not.
     let rows: String = (1..=9)
         .chain(201..=220)
@@ -226,16 +221,6 @@ fn help_completions_and_manual() {
     );
 }
 
-/// A sandbox of 100 SIMs per provider, without rate limits.
-async fn hundred_sims() -> RunEnv {
-    RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await
-}
-
 /// A job suspending emnify's SIMs `sims` (by number).
 fn suspend_job(env: &RunEnv, sims: impl Iterator<Item = u64>) -> std::path::PathBuf {
     let rows: String = sims
@@ -254,7 +239,7 @@ fn emnify_suspensions(env: &RunEnv, n: u64) -> std::path::PathBuf {
 /// escape, not even `-v`'s log lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_to_a_file_is_plain_lines_at_the_interval() {
-    let env = hundred_sims().await;
+    let env = RunEnv::unlimited(100).await;
     let job = emnify_suspensions(&env, 60);
     let log = env.dir.path().join("stderr.txt");
     let status = env
@@ -302,7 +287,7 @@ async fn progress_to_a_file_is_plain_lines_at_the_interval() {
 /// run has ended, `status` says how it finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_during_a_run_shows_the_live_counts() {
-    let env = hundred_sims().await;
+    let env = RunEnv::unlimited(100).await;
     let job = emnify_suspensions(&env, 60);
     let mut run = env
         .command(
@@ -349,7 +334,7 @@ async fn status_during_a_run_shows_the_live_counts() {
 /// exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_are_refused_with_what_to_do() {
-    let env = hundred_sims().await;
+    let env = RunEnv::unlimited(100).await;
     let job = emnify_suspensions(&env, 3);
     let job = job.to_str().unwrap();
     let past = env
@@ -426,7 +411,7 @@ async fn mistakes_are_refused_with_what_to_do() {
 /// provider is back, the resume finishes the job, each change applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_goes_away_mid_run_stops_it_and_the_resume_finishes() {
-    let env = hundred_sims().await;
+    let env = RunEnv::unlimited(100).await;
     let proxy = crate::proxy::Proxy::start(
         env.sb.base.clone(),
         crate::proxy::on_changes(|| crate::proxy::Fault::Forward),

@@ -195,12 +195,7 @@ async fn a_resume_reuses_the_first_validation_and_skips_the_finished_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_failures_stops_after_the_warm_up() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     // Unregistered Twilio SIMs: every activation fails pre-flight (no such SIM on the account).
     let mut job = String::from("action,provider,iccid\n");
     for i in 101..=200 {

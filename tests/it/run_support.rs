@@ -26,6 +26,16 @@ impl RunEnv {
         env
     }
 
+    /// A sandbox with `sims` SIMs per provider, its rate limits off, and no faults.
+    pub async fn unlimited(sims: u32) -> RunEnv {
+        RunEnv::new(SandboxConfig {
+            sims,
+            limits: simbatch::sandbox::LimitMode::Off,
+            ..SandboxConfig::default()
+        })
+        .await
+    }
+
     /// Rewrites `simbatch.toml` so that every provider is reached at `base` + `/<kind>` (the
     /// sandbox itself, or a proxy in front of it).
     pub fn point_at(&self, base: &str) {

@@ -11,7 +11,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
 use simbatch::sandbox::inventory::{iccid, EMNIFY_PREFIX};
-use simbatch::sandbox::{LimitMode, SandboxConfig};
 
 use crate::run_support::{RunEnv, TOKEN};
 
@@ -99,12 +98,7 @@ fn job(env: &RunEnv) -> String {
 }
 
 async fn env() -> RunEnv {
-    RunEnv::new(SandboxConfig {
-        sims: 20,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await
+    RunEnv::unlimited(20).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,12 +209,7 @@ impl Screen {
 /// line written through a bar leaves the old bar behind); once the run ends, none is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_shows_each_lane_and_a_paused_one_says_so() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = refused.clone();
     let proxy = crate::proxy::Proxy::start(

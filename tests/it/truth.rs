@@ -114,12 +114,7 @@ async fn telnyx_sims_in_system_statuses_fail_in_pre_flight() {
 /// banner say so before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_run_say_that_telnyx_registration_enables_the_sims() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 20,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(20).await;
     let row = |provider: &str, prefix: &str| {
         let sim = iccid(prefix, 21);
         let code = simbatch::sandbox::inventory::registration_code(&sim);
@@ -156,12 +151,7 @@ async fn plan_and_run_say_that_telnyx_registration_enables_the_sims() {
 /// cost 1.053 requests each (benches/README.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_telnyx_confirmation_lists_the_sims_once_dispatch_is_quiet() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 2_000,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(2_000).await;
     let rows: String = (1..=2_000)
         .filter(|i| i % 10 != 0)
         .map(|i| format!("suspend,telnyx,{}\n", iccid(TELNYX_PREFIX, i)))
@@ -239,12 +229,7 @@ async fn interrupted_telnyx_actions_fail_exactly_their_rows() {
 /// it changed — and none ends `failed` or `unknown`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_fleet_moves_and_suspends_confirm_by_what_each_changed() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 200,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(200).await;
     // Sims start in the first Fleet; SIMs 1-50 move to `reserve`, 51-100 are suspended.
     let moves: String = (1..=50)
         .map(|i| format!("move,twilio,{},reserve\n", iccid(TWILIO_PREFIX, i)))
@@ -324,12 +309,7 @@ async fn next_page_links_to_another_host_are_rerooted_onto_base_url() {
 /// only: the run goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let rows: String = [98, 99]
         .iter()
         .map(|&i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
@@ -378,12 +358,7 @@ async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
     for bulk in [false, true] {
-        let env = RunEnv::new(SandboxConfig {
-            sims: 100,
-            limits: LimitMode::Off,
-            ..SandboxConfig::default()
-        })
-        .await;
+        let env = RunEnv::unlimited(100).await;
         // In bulk: enough rows for the lane to list its SIMs (lane::SNAPSHOT_MIN_ROWS).
         let first = if bulk { 41 } else { 98 };
         let rows: String = (first..=100)
@@ -480,12 +455,7 @@ async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
 /// puts the SIM back — which, run against the provider, does (SPEC 3.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_left_detached_is_reattached_by_the_revert_job() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = patches.clone();
     let proxy = crate::proxy::Proxy::start(
@@ -568,12 +538,7 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
 /// failing 300 rows one by one — a 403 on one resource fails only its row (see above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_refused_403_from_its_first_request_stops_the_run() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 400,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(400).await;
     let proxy = crate::proxy::Proxy::start(
         env.sb.base.clone(),
         std::sync::Arc::new(|_: &axum::http::Method, path: &str| {
@@ -651,12 +616,7 @@ async fn emnify_endpoint_updates_go_one_at_a_time() {
 /// operation after those the row saw before sending — never sent a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_operation_history_is_read_whole_before_anything_is_sent_again() {
-    let env = RunEnv::new(SandboxConfig {
-        sims: 100,
-        limits: LimitMode::Off,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let env = RunEnv::unlimited(100).await;
     let audit = serde_json::json!([{"action": {"id": 1}, "validity_period": 86400}]);
     for _ in 0..120 {
         let r = env
