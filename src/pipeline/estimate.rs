@@ -21,6 +21,9 @@ pub struct ActionWork {
     /// How many of the changes go in bulk requests, and how many items per request.
     pub in_bulk: u64,
     pub chunk: usize,
+    /// Changes sent on their own that first take the SIM off its device (an emnify delete:
+    /// [`crate::provider::Provider::releases_from`]): one request more each.
+    pub releases: u64,
 }
 
 /// One lane's work, as `plan` found it.
@@ -40,13 +43,13 @@ impl LaneWork {
             .sum()
     }
 
-    /// Every request: the reads, one per row changed on its own, the bulk requests and the
-    /// listing that confirms them.
+    /// Every request: the reads, one per row changed on its own (two where it is first taken
+    /// off its device), the bulk requests and the listing that confirms them.
     pub fn requests(&self) -> u64 {
         let others: u64 = self
             .actions
             .values()
-            .map(|w| w.changes - w.in_bulk + super::bulk::confirming_pages(w.in_bulk))
+            .map(|w| w.changes - w.in_bulk + w.releases + super::bulk::confirming_pages(w.in_bulk))
             .sum();
         self.reads + others + self.bulk_requests()
     }
@@ -143,6 +146,7 @@ mod tests {
                 changes: 40_000,
                 in_bulk: 40_000,
                 chunk: 1_000,
+                releases: 0,
             },
         );
         // 40 chunks, and 40 pages of the confirming listing.
@@ -162,6 +166,24 @@ mod tests {
             .in_bulk = 0;
         assert_eq!(work.requests(), 40_016);
         assert_eq!(about(work.duration(&emnify()).unwrap()), "1 h 41 min");
+    }
+
+    #[test]
+    fn a_delete_on_its_own_costs_a_release_and_the_delete() {
+        let mut work = LaneWork {
+            reads: 31,
+            ..LaneWork::default()
+        };
+        work.actions.insert(
+            Action::Delete,
+            ActionWork {
+                rows: 30,
+                changes: 30,
+                releases: 28,
+                ..ActionWork::default()
+            },
+        );
+        assert_eq!(work.requests(), 31 + 30 + 28);
     }
 
     #[test]

@@ -454,6 +454,52 @@ async fn plan_counts_bulk_requests_and_the_time_at_the_limit() {
     );
 }
 
+/// `plan`'s count of requests is the run's: an emnify delete of a SIM on a device costs two
+/// requests (the release from the endpoint, then the delete) — one by one (30 rows: too few to
+/// list the SIMs, each looked up) and in bulk (60 rows: the listing, a release and a delete
+/// per chunk, the confirming listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_counts_the_requests_a_delete_run_sends() {
+    for (rows, bulk) in [(30, false), (60, true)] {
+        let env = RunEnv::unlimited(100).await;
+        let job: String = (1..=rows)
+            .map(|i| format!("delete,emnify,{}\n", iccid(EMNIFY_PREFIX, i)))
+            .collect();
+        let job = env.write_job("delete.csv", &format!("action,provider,iccid\n{job}"));
+        let plan = env.run(&["plan", job.to_str().unwrap()]).await;
+        let text = show(&plan);
+        assert_eq!(plan.status.code(), Some(0), "{text}");
+        let planned: u64 = text
+            .split("; ≈ ")
+            .nth(1)
+            .and_then(|rest| rest.split(" requests").next())
+            .and_then(|n| n.replace(',', "").parse().ok())
+            .unwrap_or_else(|| panic!("no request estimate: {text}"));
+        let output = env
+            .run(&[
+                "run",
+                "--yes",
+                "--json",
+                "--allow-irreversible",
+                "--rate",
+                "1000",
+                job.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let sent = summary["requests_total"].as_u64().unwrap();
+        let in_bulk = summary["bulk_requests"]["emnify"].as_u64().unwrap_or(0);
+        assert_eq!(in_bulk > 0, bulk, "{summary}");
+        let stats = env.sb.stats().await;
+        assert_eq!(
+            planned, sent,
+            "plan said ≈ {planned}, the run sent {sent}\n{text}\n{}",
+            stats["requests"]
+        );
+    }
+}
+
 /// Whether a lane goes in bulk is decided on all its bulk-capable rows, grouped ones included,
 /// by `plan` as by `run`: 15 ungrouped and 10 grouped device rows make 25 (≥ 20), so the 15
 /// go in one bulk request in both.

@@ -73,8 +73,12 @@ async fn plan_group(
         let planned = match decision {
             Decision::Send { before, after } => {
                 let left = after_change(lane.provider(), &observed, &row.operation, &after);
+                let releases = lane.provider().releases_from(&row, &observed).is_some();
                 state.insert(key, left);
-                Planned::new(index, row, "change", String::new(), before, Some(after))
+                let mut planned =
+                    Planned::new(index, row, "change", String::new(), before, Some(after));
+                planned.releases = releases;
+                planned
             }
             Decision::Skip { reason, before } => {
                 state.insert(key, observed);

@@ -40,6 +40,8 @@ struct Planned {
     after: String,
     /// Its change would go in a bulk request.
     bulk: bool,
+    /// Sent on its own, its change first takes the SIM off its device (one request more).
+    releases: bool,
 }
 
 impl Planned {
@@ -59,6 +61,7 @@ impl Planned {
             before: before.unwrap_or_default(),
             after: after.unwrap_or_default(),
             bulk: false,
+            releases: false,
         }
     }
 }
@@ -71,21 +74,33 @@ fn stopped_by(lane: &str, e: &crate::provider::ProviderError) -> String {
     }
 }
 
+/// A row's target read and judged as the run would.
+struct Looked {
+    /// Its change would go in a bulk request.
+    in_bulk: bool,
+    /// Its change first takes the SIM off its device ([`crate::provider::Provider::releases_from`]).
+    releases: bool,
+    decision: Decision,
+}
+
 /// Reads a row's target and decides as the run would: a device row of the bulk path from the
-/// device listing, others from the inventory listing or a lookup. Whether its change would go
-/// in bulk, and the decision.
+/// device listing, others from the inventory listing or a lookup.
 async fn look_and_decide(
     lane: &Lane,
     bulk: Option<&BulkLane>,
     row: &JobRow,
-) -> Result<(bool, Decision), crate::provider::ProviderError> {
+) -> Result<Looked, crate::provider::ProviderError> {
     let bulk = bulk.filter(|b| b.takes(row) && row.group.is_none());
     if let Some(bulk) = bulk {
         if row.action().target_kind() == crate::job::TargetKind::Sim
             && !lane.provider().listing_shows(row.action())
         {
             if let Some(decision) = bulk.plan_device(row, &Stop::default()).await {
-                return Ok((true, decision));
+                return Ok(Looked {
+                    in_bulk: true,
+                    releases: false,
+                    decision,
+                });
             }
         }
     }
@@ -95,8 +110,11 @@ async fn look_and_decide(
     };
     let target = lane.move_target(row).await?;
     let decision = decide(lane.provider(), row, &observed, target.as_deref());
-    let in_bulk = bulk.is_some() && listed && matches!(decision, Decision::Send { .. });
-    Ok((in_bulk, decision))
+    Ok(Looked {
+        in_bulk: bulk.is_some() && listed && matches!(decision, Decision::Send { .. }),
+        releases: lane.provider().releases_from(row, &observed).is_some(),
+        decision,
+    })
 }
 
 /// Plans a lane's rows outside groups, many at once; `bulk`: the chunk size and bulk rows of
@@ -120,27 +138,29 @@ async fn plan_lane(
     let planned = futures_util::stream::iter(rows.into_iter().map(|(index, row)| {
         let (lane, bulk) = (lane.clone(), bulk.as_ref());
         async move {
-            let (verdict, reason, before, after, in_bulk) = match look_and_decide(&lane, bulk, &row)
-                .await
-            {
+            let looked = match look_and_decide(&lane, bulk, &row).await {
                 Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
-                Err(e) => (
-                    "error",
-                    format!("could not read the current state: {e}"),
-                    None,
-                    None,
-                    false,
-                ),
-                Ok((in_bulk, Decision::Send { before, after })) => {
-                    ("change", String::new(), before, Some(after), in_bulk)
+                Err(e) => {
+                    let reason = format!("could not read the current state: {e}");
+                    return Ok(Planned::new(index, row, "error", reason, None, None));
                 }
-                Ok((_, Decision::Skip { reason, before })) => {
-                    ("skip", reason, before.clone(), before, false)
-                }
-                Ok((_, Decision::Fail { reason, before })) => ("fail", reason, before, None, false),
+                Ok(looked) => looked,
             };
-            let mut planned = Planned::new(index, row, verdict, reason, before, after);
-            planned.bulk = in_bulk;
+            let planned = match looked.decision {
+                Decision::Send { before, after } => {
+                    let mut p =
+                        Planned::new(index, row, "change", String::new(), before, Some(after));
+                    p.bulk = looked.in_bulk;
+                    p.releases = looked.releases && !looked.in_bulk;
+                    p
+                }
+                Decision::Skip { reason, before } => {
+                    Planned::new(index, row, "skip", reason, before.clone(), before)
+                }
+                Decision::Fail { reason, before } => {
+                    Planned::new(index, row, "fail", reason, before, None)
+                }
+            };
             Ok(planned)
         }
     }))
@@ -161,6 +181,7 @@ fn lane_work(lane: &Lane, planned: &[Planned], chunk: Option<usize>) -> LaneWork
         w.rows += 1;
         w.changes += u64::from(p.verdict == "change");
         w.in_bulk += u64::from(p.bulk);
+        w.releases += u64::from(p.releases);
         w.chunk = chunk.unwrap_or(1);
     }
     work

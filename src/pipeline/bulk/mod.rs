@@ -227,6 +227,10 @@ impl BulkLane {
         stop: &'a Stop,
     ) -> ItemResults<'a> {
         Box::pin(async move {
+            if items.is_empty() {
+                // Nothing to send (no SIM to release or to put back): no request at all.
+                return Vec::new();
+            }
             if stop.requested() {
                 return vec![Err(ProviderError::stopped()); items.len()];
             }
