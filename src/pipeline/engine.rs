@@ -280,7 +280,7 @@ impl Engine {
         // page is in (see `Lane::take_listed`). It is polled first, so it is announced before
         // any row asks.
         let listing = async {
-            match lane.prefetch(wanted).await {
+            match lane.prefetch(wanted, &self.options.policy).await {
                 Ok(pages) if pages > 0 => {
                     tracing::info!(lane = %lane.name, pages, rows = wanted, "listed the inventory instead of looking rows up")
                 }

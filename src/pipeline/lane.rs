@@ -18,6 +18,7 @@ use crate::provider::{
     Account, Cursor, ErrorClass, Observed, Polled, Provider, ProviderError, Sent, SimState,
 };
 
+use super::retry::{with_retries, RetryPolicy};
 use super::snapshot::{Lookup, Snapshot};
 
 /// One configured provider: its name in job files and its account.
@@ -140,14 +141,16 @@ impl Lane {
     /// Lists the inventory page by page when that costs fewer requests than looking `rows`
     /// rows up one by one, and keeps it (on disk, see [`Snapshot`]) for [`Lane::take_listed`],
     /// which may answer from the pages already in while the rest are read. Returns how many
-    /// pages were read (0: not worth it).
-    pub async fn prefetch(&self, rows: usize) -> Result<u64, ProviderError> {
+    /// pages were read (0: not worth it). A page that fails on the way (a reset, a gateway's
+    /// 5xx, a 429) is tried again by `policy`, as any read: one lost page would otherwise send
+    /// every row to a lookup of its own (and a bulk lane to one request per row).
+    pub async fn prefetch(&self, rows: usize, policy: &RetryPolicy) -> Result<u64, ProviderError> {
         let mut guard = ListingGuard {
             lane: self,
             complete: false,
             refusal: None,
         };
-        match self.list(rows).await {
+        match self.list(rows, policy).await {
             Ok(Some(pages)) => {
                 guard.complete = true;
                 self.listing().end(Listing::Complete);
@@ -164,7 +167,10 @@ impl Lane {
     }
 
     /// The listing itself: the pages read, or `None` when it is not worth it.
-    async fn list(&self, rows: usize) -> Result<Option<u64>, ProviderError> {
+    async fn list(&self, rows: usize, policy: &RetryPolicy) -> Result<Option<u64>, ProviderError> {
+        let page = |cursor: Cursor| async move {
+            with_retries(policy, || self.account.sim_page(&cursor, None)).await
+        };
         if rows < SNAPSHOT_MIN_ROWS {
             return Ok(None);
         }
@@ -201,7 +207,7 @@ impl Lane {
             self.listing().snapshot = Some(Snapshot::new(expected).map_err(on_disk)?);
             Ok(())
         };
-        let first = self.account.sim_page(&Cursor::First, None).await?;
+        let first = page(Cursor::First).await?;
         match first.pages {
             // Numbered pages with a known count: the rest if that pays.
             Some(count) => {
@@ -213,14 +219,11 @@ impl Lane {
                 // The other pages a few at a time, kept in order (the rate gate still paces
                 // them): one after the other, 100 ms of latency made the 4-page listing of
                 // 10,000 emnify SIMs cost 0.4 s.
-                let mut rest =
-                    futures_util::stream::iter(2..=count)
-                        .map(|page| async move {
-                            self.account.sim_page(&Cursor::Number(page), None).await
-                        })
-                        .buffered(LISTING_PAGES_AT_ONCE);
-                while let Some(page) = rest.next().await {
-                    add(page?.sims)?;
+                let mut rest = futures_util::stream::iter(2..=count)
+                    .map(|number| page(Cursor::Number(number)))
+                    .buffered(LISTING_PAGES_AT_ONCE);
+                while let Some(listed) = rest.next().await {
+                    add(listed?.sims)?;
                 }
                 Ok(Some(count))
             }
@@ -234,9 +237,9 @@ impl Lane {
                     if pages >= budget / 2 {
                         return Ok(None);
                     }
-                    let page = self.account.sim_page(&cursor, None).await?;
-                    add(page.sims)?;
-                    next = page.next;
+                    let listed = page(cursor).await?;
+                    add(listed.sims)?;
+                    next = listed.next;
                     pages += 1;
                 }
                 Ok(Some(pages))

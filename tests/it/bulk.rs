@@ -131,7 +131,7 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
     let path = env.write_job("mixed.csv", &job);
     let args = [
         "run",
-        "-q",
+        "-v",
         "--allow-irreversible",
         "--rate",
         "300",
@@ -174,7 +174,9 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         assert_eq!(
             on_endpoint.get(sim).map(String::as_str),
             Some(format!("endpoint_sim:assigned-to:{endpoint}").as_str()),
-            "{sim}"
+            "{sim}: {:?}\n{}",
+            results.iter().find(|r| r["iccid"] == *sim),
+            show(&output)
         );
     }
     for r in &results {
@@ -208,7 +210,11 @@ async fn a_bulk_run_killed_and_resumed_applies_each_change_once() {
         .await;
     let bulk_deletes = env.sb.requests_to("DELETE /emnify/api/v1/sim/multi").await;
     assert!(bulk_deletes >= 1, "the deletes went in bulk");
-    assert!(single_deletes < 20, "{single_deletes} single deletes");
+    assert!(
+        single_deletes < 20,
+        "{single_deletes} single deletes\n{}",
+        show(&output)
+    );
 }
 
 /// A few device rows on a large account: listing every device would cost more than looking

@@ -400,7 +400,7 @@ async fn a_listed_sim_is_answered_while_later_pages_are_still_read() {
     // The listing is polled first, as in the engine: it announces itself before rows ask.
     let ((pages, done), (first_seen, first_at), (unknown_seen, unknown_at)) = tokio::join!(
         async {
-            let pages = lane.prefetch(3_000).await.unwrap();
+            let pages = lane.prefetch(3_000, &Default::default()).await.unwrap();
             (pages, Instant::now())
         },
         listed_at(&first),

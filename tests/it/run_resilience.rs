@@ -224,3 +224,39 @@ async fn large_jobs_list_the_inventory_and_confirm_in_batches() {
     }
     assert_exactly_once(&env, 4500).await;
 }
+
+/// One failed page of the inventory listing (here a gateway's 502 on emnify's first page) is
+/// retried like any read, not taken as "the listing failed": a lane that fell back to looking
+/// every row up sends a request more per row — and, with the bulk path, turns a mass change
+/// that takes seconds into one that takes hours at emnify's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_page_is_retried_not_given_up() {
+    let env = RunEnv::unlimited(300).await;
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
+    let proxy = crate::proxy::Proxy::start(
+        env.sb.base.clone(),
+        std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
+            let listing = *method == axum::http::Method::GET
+                && path.starts_with("/emnify/api/v1/sim?")
+                && !path.contains("q=");
+            match listing && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                true => crate::proxy::Fault::AppliedThenGateway(502),
+                false => crate::proxy::Fault::Forward,
+            }
+        }),
+    )
+    .await;
+    env.point_at(&proxy.base);
+    let rows: String = (1..=200)
+        .map(|i| format!("suspend,emnify,{}\n", inventory::iccid(EMNIFY_PREFIX, i)))
+        .collect();
+    let path = env.write_job("suspend.csv", &format!("action,provider,iccid\n{rows}"));
+    let output = env
+        .run(&["run", "--rate", "1000", path.to_str().unwrap()])
+        .await;
+    let text = show(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(!text.contains("could not list the inventory"), "{text}");
+    let lookups = proxy.count(|s| s.path.contains("q=iccid"));
+    assert_eq!(lookups, 0, "rows were looked up one by one\n{text}");
+}

@@ -128,7 +128,7 @@ async fn plan_lane(
         .iter()
         .filter(|(_, r)| lane.snapshot_eligible(r) && r.target.iccid().is_some())
         .count();
-    match lane.prefetch(wanted).await {
+    match lane.prefetch(wanted, &RetryPolicy::default()).await {
         Err(e) if e.stops_run() => return Err(stopped_by(&lane.name, &e)),
         _ => {}
     }
