@@ -352,6 +352,9 @@ impl Attempt<'_> {
     ) -> Result<Sent, RowEnd> {
         let (lane, policy) = (self.ctx.lane, self.ctx.policy);
         let before = lane.provider().operations_before(observed);
+        // The device a delete releases the SIM from: a read-back after an unclear answer may
+        // find the SIM already released, and a refusal must still put it back there.
+        let released_from = lane.provider().releases_from(row, observed);
         let mut failures = 0;
         loop {
             self.record.attempts += 1;
@@ -388,6 +391,12 @@ impl Attempt<'_> {
             *observed = self
                 .read_back(row, &e, before.as_deref(), after, move_target)
                 .await?;
+            // Read back, the change is not in effect: that attempt did not land, and a clear
+            // refusal of the next one fails the row (as after an interrupted run).
+            self.change_out = false;
+            if let Observed::Sim(sim) = observed {
+                sim.as_before_release(released_from.as_deref());
+            }
             if again.is_none() {
                 self.record.http_status = e.http_status;
                 self.record.provider_code = e.code.clone();

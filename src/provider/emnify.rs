@@ -548,11 +548,17 @@ impl Emnify {
             Err(e) => e,
         };
         // Refused (a reseller deleting a SIM it sold gets 403): the SIM goes back on its
-        // endpoint, and the row says what happened to the device either way.
+        // endpoint, and the row says what happened to the device either way. Putting it back
+        // is tried again after a failure on the way (a gateway's 5xx may come after emnify
+        // applied it: assigning the SIM to the endpoint it is on changes nothing), so that
+        // the row never calls a device detached that has its SIM.
         let Some(ep) = endpoint_id else {
             return Err(refused);
         };
-        let back = self.assign(ep, Some(sim_id)).await;
+        let back = crate::pipeline::retry::with_retries(&Default::default(), || {
+            self.assign(ep, Some(sim_id))
+        })
+        .await;
         Err(EmnifyProvider.delete_refused(&refused, ep, sim_id, back.as_ref().map(drop)))
     }
 

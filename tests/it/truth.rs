@@ -449,6 +449,76 @@ async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
     }
 }
 
+/// A refused delete's endpoint updates answered by a gateway's 502 after emnify applied them —
+/// the release (the delete is then sent again after a read-back that finds the SIM on no
+/// endpoint) or the put-back: either way the SIM ends back on its endpoint, and the row says
+/// so, never that the device is detached. Both updates are safe to repeat (assigning a SIM
+/// where it is, or releasing an endpoint without one, changes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_updates_answered_by_a_gateway_error_still_put_a_refused_sim_back() {
+    for failing in [0, 1] {
+        let env = RunEnv::unlimited(100).await;
+        let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = patches.clone();
+        let proxy = Proxy::start(
+            env.sb.base.clone(),
+            std::sync::Arc::new(move |method: &axum::http::Method, path: &str| {
+                let endpoint =
+                    *method == axum::http::Method::PATCH && path == "/emnify/api/v1/endpoint/99";
+                if endpoint && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == failing
+                {
+                    Fault::AppliedThenGateway(502)
+                } else {
+                    Fault::Forward
+                }
+            }),
+        )
+        .await;
+        env.point_at(&proxy.base);
+        let sim_99 = iccid(EMNIFY_PREFIX, 99);
+        let job = env.write_job(
+            "delete.csv",
+            &format!("action,provider,iccid\ndelete,emnify,{sim_99}\n"),
+        );
+        let output = env
+            .run(&[
+                "run",
+                "--yes",
+                "--allow-irreversible",
+                job.to_str().unwrap(),
+            ])
+            .await;
+        let context = format!("502 on endpoint update {failing}\n{}", show(&output));
+        assert_eq!(output.status.code(), Some(1), "{context}");
+        let row = &env.results()[0];
+        assert_eq!(row["outcome"], "failed", "{row:?}\n{context}");
+        assert!(
+            row["reason"].contains("put back on endpoint 99")
+                && !row["reason"].contains("detached"),
+            "{row:?}\n{context}"
+        );
+        let last = env
+            .sb
+            .journal()
+            .await
+            .iter()
+            .rev()
+            .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
+            .map(|e| e["change"].as_str().unwrap().to_string())
+            .next();
+        assert_eq!(
+            last.as_deref(),
+            Some("endpoint_sim:assigned-to:99"),
+            "{context}"
+        );
+        assert_eq!(
+            patches.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "{context}"
+        );
+    }
+}
+
 /// When the SIM cannot be put back either (here a proxy refuses the second PATCH of the
 /// endpoint: the release went through, the re-attach did not), the row says the device is
 /// detached, its `after` names the endpoint, and `revert.csv` carries the `attach` row that
