@@ -333,15 +333,7 @@ async fn a_refused_emnify_delete_puts_the_sim_back_on_its_endpoint() {
         refused["reason"].contains("put back on endpoint"),
         "{refused:?}"
     );
-    let sim_99 = iccid(EMNIFY_PREFIX, 99);
-    let changes: Vec<String> = env
-        .sb
-        .journal()
-        .await
-        .iter()
-        .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
-        .map(|e| e["change"].as_str().unwrap().to_string())
-        .collect();
+    let changes = sim_99_on_its_endpoint(&env).await;
     assert_eq!(
         changes.last().map(String::as_str),
         Some("endpoint_sim:assigned-to:99"),
@@ -410,14 +402,7 @@ async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
         child.kill().unwrap();
         child.wait().unwrap();
         let sim_99 = iccid(EMNIFY_PREFIX, 99);
-        let of_99 = |journal: Vec<serde_json::Value>| -> Vec<String> {
-            journal
-                .iter()
-                .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
-                .map(|e| e["change"].as_str().unwrap().to_string())
-                .collect()
-        };
-        let released = of_99(env.sb.journal().await);
+        let released = sim_99_on_its_endpoint(&env).await;
         assert_eq!(released, ["endpoint_sim:released-from:99"], "bulk: {bulk}");
 
         // The resume: the provider answers again.
@@ -440,7 +425,7 @@ async fn a_delete_killed_after_the_release_puts_a_refused_sim_back_on_resume() {
                 && refused["reason"].contains("put back on endpoint 99"),
             "{refused:?}\n{context}"
         );
-        let changes = of_99(env.sb.journal().await);
+        let changes = sim_99_on_its_endpoint(&env).await;
         assert_eq!(
             changes.last().map(String::as_str),
             Some("endpoint_sim:assigned-to:99"),
@@ -497,15 +482,7 @@ async fn endpoint_updates_answered_by_a_gateway_error_still_put_a_refused_sim_ba
                 && !row["reason"].contains("detached"),
             "{row:?}\n{context}"
         );
-        let last = env
-            .sb
-            .journal()
-            .await
-            .iter()
-            .rev()
-            .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
-            .map(|e| e["change"].as_str().unwrap().to_string())
-            .next();
+        let last = sim_99_on_its_endpoint(&env).await.pop();
         assert_eq!(
             last.as_deref(),
             Some("endpoint_sim:assigned-to:99"),
@@ -591,15 +568,7 @@ async fn a_device_left_detached_is_reattached_by_the_revert_job() {
         ("succeeded", "none", "99"),
         "{row:?}"
     );
-    let last = env
-        .sb
-        .journal()
-        .await
-        .iter()
-        .rev()
-        .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
-        .map(|e| e["change"].as_str().unwrap().to_string())
-        .next();
+    let last = sim_99_on_its_endpoint(&env).await.pop();
     assert_eq!(last.as_deref(), Some("endpoint_sim:assigned-to:99"));
 }
 
@@ -735,4 +704,17 @@ async fn a_long_operation_history_is_read_whole_before_anything_is_sent_again() 
         1,
         "the download was scheduled more than once"
     );
+}
+
+/// The journal's changes of SIM 99 and of its endpoint 99 (emnify), in order: where the SIM of
+/// a refused delete ended up.
+async fn sim_99_on_its_endpoint(env: &RunEnv) -> Vec<String> {
+    let sim_99 = iccid(EMNIFY_PREFIX, 99);
+    env.sb
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["target"] == sim_99.as_str() || e["target"] == "endpoint:99")
+        .map(|e| e["change"].as_str().unwrap().to_string())
+        .collect()
 }
