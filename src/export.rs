@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::job::JobFormat;
 use crate::pipeline::lane::Lane;
-use crate::pipeline::retry::{with_retries, RetryPolicy};
+use crate::provider::retry::{with_retries, RetryPolicy};
 use crate::provider::Cursor;
 use crate::provider::SimState;
 

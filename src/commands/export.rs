@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let policy = crate::pipeline::retry::RetryPolicy::default();
+    let policy = crate::provider::retry::RetryPolicy::default();
     let result = runtime.block_on(export(&lane, &filter, format, &args.output, &policy, |s| {
         tracing::info!(
             pages = s.pages,

@@ -22,9 +22,9 @@ use super::execute::{execute, RowContext, RowEnd};
 use super::feed::{self, JobShape, JobSource, LaneFeed};
 use super::lane::Lane;
 use super::live::Live;
-use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::{Action, JobRow};
+use crate::provider::retry::RetryPolicy;
 use crate::store::{CheckpointStore, FinishedPrefix, Outcome, RowRecord};
 
 #[derive(Debug, Clone)]

@@ -27,9 +27,9 @@ use chrono::Utc;
 use super::control::Stop;
 use super::lane::Lane;
 use super::preflight::{decide, in_effect};
-use super::retry::RetryPolicy;
 use super::writer::Writer;
 use crate::job::JobRow;
+use crate::provider::retry::RetryPolicy;
 use crate::provider::{Decision, ErrorClass, Observed, ProviderError, Sent};
 use crate::store::{Outcome, Phase, RowRecord};
 

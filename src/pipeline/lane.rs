@@ -18,8 +18,8 @@ use crate::provider::{
     Account, Cursor, ErrorClass, Observed, Polled, Provider, ProviderError, Sent, SimState,
 };
 
-use super::retry::{with_retries, RetryPolicy};
 use super::snapshot::{Lookup, Snapshot};
+use crate::provider::retry::{with_retries, RetryPolicy};
 
 /// One configured provider: its name in job files and its account.
 pub struct Lane {

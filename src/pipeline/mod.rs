@@ -16,7 +16,6 @@ pub(crate) mod feed;
 pub mod lane;
 pub mod live;
 pub(crate) mod preflight;
-pub(crate) mod retry;
 pub(crate) mod schedule;
 pub(crate) mod snapshot;
 pub(crate) mod writer;

@@ -555,7 +555,7 @@ impl Emnify {
         let Some(ep) = endpoint_id else {
             return Err(refused);
         };
-        let back = crate::pipeline::retry::with_retries(&Default::default(), || {
+        let back = crate::provider::retry::with_retries(&Default::default(), || {
             self.assign(ep, Some(sim_id))
         })
         .await;

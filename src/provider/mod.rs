@@ -15,6 +15,7 @@ pub mod http;
 pub mod limiter;
 pub(crate) mod redact;
 pub mod registry;
+pub(crate) mod retry;
 pub mod simulate;
 pub mod state;
 pub mod telnyx;

@@ -18,8 +18,8 @@ use crate::pipeline::engine::{Engine, RunOptions};
 use crate::pipeline::feed::{JobShape, JobSource};
 use crate::pipeline::lane::Lane;
 use crate::pipeline::live::Live;
-use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::writer::OnCommit;
+use crate::provider::retry::RetryPolicy;
 use crate::store::{CheckpointStore, FinishedPrefix, Outcome};
 
 /// How dispatch ended.

@@ -26,7 +26,7 @@ use crate::pipeline::control::Stop;
 use crate::pipeline::estimate::LaneWork;
 use crate::pipeline::lane::Lane;
 use crate::pipeline::preflight::decide;
-use crate::pipeline::retry::RetryPolicy;
+use crate::provider::retry::RetryPolicy;
 use crate::provider::{provider_of, Decision, ErrorClass};
 use crate::run::{build_lane, print_validation_errors, Credentials, LaneSettings};
 

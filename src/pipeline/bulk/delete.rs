@@ -20,8 +20,8 @@ use crate::job::JobRow;
 use crate::pipeline::control::{Stop, StopReason};
 use crate::pipeline::feed::Queued;
 use crate::pipeline::preflight::decide;
-use crate::pipeline::retry::with_retries;
 use crate::pipeline::writer::Writer;
+use crate::provider::retry::with_retries;
 use crate::provider::{Decision, ErrorClass, Observed, ProviderError, SimState};
 use crate::store::{Outcome, Phase, RowRecord};
 

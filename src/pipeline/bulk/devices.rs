@@ -10,8 +10,8 @@ use super::{entering, BulkCall, BulkEnd, BulkLane};
 use crate::job::{JobRow, Operation};
 use crate::pipeline::control::{Stop, StopReason};
 use crate::pipeline::feed::Queued;
-use crate::pipeline::retry::with_retries;
 use crate::pipeline::writer::Writer;
+use crate::provider::retry::with_retries;
 use crate::provider::{Decision, Device, ErrorClass, ProviderError};
 use crate::store::{Outcome, Phase, RowRecord};
 

@@ -36,10 +36,10 @@ use std::sync::Arc;
 use super::control::{Stop, StopReason};
 use super::feed::Queued;
 use super::lane::Lane;
-use super::retry::{with_retries, RetryPolicy};
 use super::writer::Writer;
 use crate::job::{Action, JobRow, Operation};
 use crate::provider::account::Call;
+use crate::provider::retry::{with_retries, RetryPolicy};
 use crate::provider::{Cursor, Device, ErrorClass, ProviderError, SimState};
 use crate::store::{Phase, RowRecord};
 

@@ -1,9 +1,12 @@
 //! Retry timing: exponential backoff with full jitter, never sooner than the provider's own
-//! `Retry-After`. Pure, so it is tested without waiting.
+//! `Retry-After`. Pure, so it is tested without waiting. It lives with the providers because
+//! it reads only their error classes, and a client's own compensations (emnify's put-back
+//! after a refused delete) retry by it too; the pipeline and `export` use it for rows and
+//! listings.
 
 use std::time::Duration;
 
-use crate::provider::{ErrorClass, ProviderError};
+use super::error::{ErrorClass, ProviderError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -55,13 +58,10 @@ impl RetryPolicy {
 
 /// Calls `call` until it succeeds, fails for good, or `policy.max_attempts` are used up,
 /// sleeping [`RetryPolicy::delay`] between attempts (for work outside a row: listings).
-pub async fn with_retries<T, F, Fut>(
-    policy: &RetryPolicy,
-    mut call: F,
-) -> Result<T, crate::provider::ProviderError>
+pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::provider::ProviderError>>,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
 {
     let mut failures = 0;
     loop {
